@@ -1,0 +1,94 @@
+/* accounts: domains, users, aliases (and later quotas and relays) in
+ * STATE_DIR/accounts.db (SQLite, WAL mode). The schema carries a version
+ * (PRAGMA user_version) and is migrated in place when opened.
+ *
+ * Every query reads the database afresh, so a change committed by `setup`
+ * applies to the daemon's next lookup with no reload. All functions block
+ * (SQLite); in the daemon they run on worker threads. One handle may be
+ * used from several threads: calls on it are serialized internally.
+ *
+ * Addresses are stored lowercased, as "localpart@domain". A domain is local
+ * when a user or an alias source exists in it (the domains table is kept in
+ * step by the add and delete functions).
+ *
+ * Recipient resolution (accounts_resolve), for a lowercased address:
+ *   1. an alias whose source is the address → its targets, each resolved
+ *      again (aliases of aliases, up to 10 levels, duplicates removed);
+ *   2. a user with that address → the user;
+ *   3. plus-addressing: "local+tag@domain" retried as "local@domain" (1, 2);
+ *   4. a catch-all alias "@domain" → its targets;
+ *   5. otherwise: ACCOUNTS_NO_SUCH_USER when the domain is local,
+ *      ACCOUNTS_NOT_LOCAL when it is not.
+ * Targets that are not local users (forwarding to other domains) are
+ * returned in `remote`. */
+#ifndef POSTHORN_ACCOUNTS_H
+#define POSTHORN_ACCOUNTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define ACCOUNTS_ADDR_MAX 320   /* 64 local + @ + 255 domain */
+
+struct accounts;
+
+enum accounts_result {
+    ACCOUNTS_OK = 0,
+    ACCOUNTS_NO_SUCH_USER,
+    ACCOUNTS_NOT_LOCAL,
+    ACCOUNTS_EXISTS,       /* add: already there (or the other kind exists) */
+    ACCOUNTS_INVALID,      /* an argument is not a valid address */
+    ACCOUNTS_ERROR,        /* database error; reason logged / in err */
+};
+
+/* Dynamic list of addresses; free with accounts_list_free. */
+struct accounts_list {
+    char **items;
+    size_t n;
+};
+void accounts_list_free(struct accounts_list *l);
+
+/* Opens (creating the file and schema when missing) STATE_DIR/accounts.db.
+ * Returns NULL with a reason in err. */
+struct accounts *accounts_open(const char *state_dir, char *err, size_t errlen);
+void accounts_close(struct accounts *a);
+
+/* Recipient resolution as described above. On ACCOUNTS_OK, `local` holds
+ * the user addresses to deliver to and `remote` the forwarding targets;
+ * both are initialised by the call and must be freed by the caller. */
+enum accounts_result accounts_resolve(struct accounts *a, const char *address,
+                                      struct accounts_list *local,
+                                      struct accounts_list *remote);
+
+bool accounts_domain_is_local(struct accounts *a, const char *domain);
+
+/* True when address is a user and password matches its hash. */
+bool accounts_check_password(struct accounts *a, const char *address, const char *password);
+
+/* Management (the setup CLI and the entrypoint's importer). `hash` is a
+ * crypt(3) string (see password.h). err gets a one-line reason on failure,
+ * such as "alice@example.com is an alias" or "already exists". */
+enum accounts_result accounts_user_add(struct accounts *a, const char *address, const char *hash,
+                                       char *err, size_t errlen);
+enum accounts_result accounts_user_set_hash(struct accounts *a, const char *address,
+                                            const char *hash, char *err, size_t errlen);
+enum accounts_result accounts_user_del(struct accounts *a, const char *address,
+                                       char *err, size_t errlen);
+/* Users, sorted. */
+enum accounts_result accounts_user_list(struct accounts *a, struct accounts_list *out);
+
+/* alias may be "@domain" (catch-all). target is a full address. */
+enum accounts_result accounts_alias_add(struct accounts *a, const char *alias, const char *target,
+                                        char *err, size_t errlen);
+enum accounts_result accounts_alias_del(struct accounts *a, const char *alias, const char *target,
+                                        char *err, size_t errlen);
+/* "alias target" pairs, sorted, one string each. */
+enum accounts_result accounts_alias_list(struct accounts *a, struct accounts_list *out);
+
+/* Address validation and normalisation shared by setup and the daemon:
+ * lowercases into out and checks "local@domain" with a dot-atom local part
+ * (letters, digits, !#$%&'*+-=?^_`{|}~ and dots; no '/'; no leading, trailing or
+ * double dot, at most 64 octets) and a domain of LDH labels. Returns true
+ * when valid; *changed says whether lowercasing changed it (setup warns). */
+bool accounts_normalize_address(const char *in, char *out, size_t outlen, bool *changed);
+
+#endif

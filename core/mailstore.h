@@ -1,0 +1,115 @@
+/* mailstore: the mail store interface. Protocols (SMTP delivery, IMAP,
+ * POP3) reach mailboxes only through these calls; the Maildir++ backend
+ * (mailstore_maildir.c) is the one implementation today, and the interface
+ * is kept narrow so another (an object store for bodies) can be added.
+ *
+ * Layout (DESIGN.md, Data): MAIL_DIR/<domain>/<localpart>/ is a Maildir++
+ * (cur, new, tmp); folders are ".Name" subdirectories (".Sent",
+ * ".Archive.2024" for Archive/2024 with '.' as the hierarchy separator),
+ * each with a `maildirfolder` file. The Maildir files are the truth.
+ *
+ * All calls block (file I/O, fsync): run them on worker threads. A handle
+ * may be used from several threads at once. */
+#ifndef POSTHORN_MAILSTORE_H
+#define POSTHORN_MAILSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <time.h>
+
+struct mailstore;
+
+/* Opens the store rooted at mail_dir (created if missing). `hostname` goes
+ * into unique file names. Returns NULL with a reason in err. */
+struct mailstore *mailstore_open(const char *mail_dir, const char *hostname,
+                                 char *err, size_t errlen);
+void mailstore_close(struct mailstore *ms);
+
+/* Removes leftovers of interrupted deliveries: files in every mailbox's and
+ * folder's tmp/ that were written by an earlier posthornd process (their
+ * names carry its pid and start time) or are older than 36 hours. Files of
+ * the current process and of other programs younger than that are kept.
+ * Returns the number of files removed. */
+long mailstore_cleanup_tmp(struct mailstore *ms);
+
+/* One recipient of a delivery. `address` is a local user "local@domain"
+ * (already validated by accounts); `folder` is NULL for INBOX or a folder
+ * name such as "Junk". `flags` are Maildir info flags to set at delivery
+ * ("S" for \Seen; NULL for none). */
+struct mailstore_target {
+    const char *address;
+    const char *folder;
+    const char *flags;
+};
+
+/* Delivers one message, the concatenation of iov[0..iovcnt), to every
+ * target: each copy is written to tmp/ under a unique name and fsynced,
+ * then, only when every copy is on disk, each is renamed into new/ (cur/
+ * when flags are given) and each directory fsynced. Mailboxes and folders
+ * are created when missing. Returns 0 when every copy is durable. On failure
+ * returns -1 with a reason in err, and removes the copies it made, so that
+ * the sender's retry does not duplicate them (a crash between two renames
+ * may still leave some copies: never a loss, at worst a duplicate).
+ * Unique names: "<sec>.M<usec>P<pid>Q<counter>R<random>.<hostname>,S=<size>"
+ * never collide across threads or restarts. */
+int mailstore_deliver(struct mailstore *ms, const struct iovec *iov, int iovcnt,
+                      const struct mailstore_target *targets, size_t ntargets,
+                      char *err, size_t errlen);
+
+/* --- Reading, for IMAP and POP3 ------------------------------------- */
+
+/* One message of a folder as seen on disk. */
+struct mailstore_msg {
+    char *name;        /* base name without the ":2,..." info, unique in the folder */
+    char *flags;       /* Maildir info flags, sorted ("FRS"), "" for none */
+    uint64_t size;     /* octets of the file */
+    time_t mtime;      /* delivery time (internal date) */
+    bool recent;       /* still in new/ */
+};
+
+struct mailstore_msglist {
+    struct mailstore_msg *msgs;
+    size_t n;
+};
+void mailstore_msglist_free(struct mailstore_msglist *l);
+
+/* Lists a folder's messages (new/ and cur/), sorted by delivery time then
+ * name. folder NULL = INBOX. Returns 0, or -1 (no such mailbox/folder:
+ * errno ENOENT). */
+int mailstore_list(struct mailstore *ms, const char *address, const char *folder,
+                   struct mailstore_msglist *out);
+
+/* Opens a message for reading by its base name. Returns an fd or -1. */
+int mailstore_open_msg(struct mailstore *ms, const char *address, const char *folder,
+                       const char *name);
+
+/* Replaces a message's flags (renames it into cur/ with ":2,<flags>").
+ * Returns 0 or -1. */
+int mailstore_set_flags(struct mailstore *ms, const char *address, const char *folder,
+                        const char *name, const char *flags);
+
+/* Removes a message. Returns 0 or -1. */
+int mailstore_remove(struct mailstore *ms, const char *address, const char *folder,
+                     const char *name);
+
+/* Folders of a mailbox other than INBOX, as names with '.' separators
+ * ("Sent", "Archive.2024"), sorted. Returns 0 or -1. */
+int mailstore_folders(struct mailstore *ms, const char *address, char ***names, size_t *n);
+void mailstore_folders_free(char **names, size_t n);
+int mailstore_folder_create(struct mailstore *ms, const char *address, const char *folder);
+int mailstore_folder_delete(struct mailstore *ms, const char *address, const char *folder);
+int mailstore_folder_rename(struct mailstore *ms, const char *address, const char *from,
+                            const char *to);
+
+/* Removes a whole mailbox directory (setup email del -y). */
+int mailstore_remove_mailbox(struct mailstore *ms, const char *address);
+
+/* The directory of a mailbox, for the index that sits beside it (IMAP).
+ * Writes MAIL_DIR/<domain>/<localpart> into out. Returns 0, or -1 when the
+ * address cannot name a directory safely. */
+int mailstore_mailbox_path(struct mailstore *ms, const char *address, char *out, size_t outlen);
+
+#endif
