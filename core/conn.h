@@ -62,7 +62,7 @@ const char *conn_input(const struct conn *c, size_t *len);
 void conn_consume(struct conn *c, size_t n);
 
 /* Finds one line ending in LF in the input. Returns:
- *   1  a line: *line/*len exclude the line ending (CRLF or bare LF;
+ *   1  a line: *line and *len exclude the line ending (CRLF or bare LF;
  *      *bare_lf tells which, may be NULL); consume it with conn_consume(c, *used)
  *   0  no complete line yet
  *  -1  no LF within `max` bytes: the line is too long */
