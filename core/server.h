@@ -1,0 +1,26 @@
+/* server: the shared services every protocol session uses. Built once by
+ * cmd/posthornd and passed to the protocol modules; lives until exit. */
+#ifndef POSTHORN_SERVER_H
+#define POSTHORN_SERVER_H
+
+#include <stdbool.h>
+
+#include <ev.h>
+
+#include "accounts.h"
+#include "mailstore.h"
+#include "settings.h"
+#include "tls.h"
+#include "workers.h"
+
+struct server {
+    struct ev_loop *loop;
+    const struct settings *settings;
+    struct tls_server *tls;
+    struct workers *workers;
+    struct accounts *accounts;
+    struct mailstore *store;
+    bool stopping;             /* SIGTERM received: finish what is in flight */
+};
+
+#endif

@@ -1,0 +1,938 @@
+/* The SMTP server session for port 25. See smtp_server.h.
+ *
+ * A session is a small state machine driven by conn events. It reads one
+ * command line at a time (or DATA/BDAT octets), answers it, and pauses
+ * reading whenever work goes to the worker pool (recipient lookup,
+ * delivery), so that pipelined commands are answered in order. */
+#include "smtp_server.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "smtp_parse.h"
+
+#define SMTP_LINE_MAX     2048   /* command line, without CRLF (Postfix's line_length_limit) */
+#define SMTP_ERROR_LIMIT  10     /* error replies before the session is dropped */
+#define SMTP_JUNK_LIMIT   100    /* NOOP/RSET/VRFY/HELP/EXPN without a message */
+
+enum phase {
+    PHASE_COMMAND,       /* reading command lines */
+    PHASE_DATA,          /* reading DATA until CRLF.CRLF */
+    PHASE_BDAT,          /* reading a BDAT chunk */
+    PHASE_TLS,           /* STARTTLS / implicit TLS handshake in progress */
+    PHASE_CLOSING,       /* conn_close called; nothing more is read */
+};
+
+/* Strings owned by the session, for recipients and their mailboxes. */
+struct strvec {
+    char **v;
+    size_t n, cap;
+};
+
+struct smtp_session {
+    struct server *srv;
+    struct conn *conn;                /* NULL once CONN_EV_CLOSED arrived */
+    struct smtp_session *prev, *next; /* all sessions, for SIGTERM */
+    char id[9];
+    char peer[64];
+    bool counted;                     /* holds an iplimit slot */
+    bool refused;                     /* over the connection limits: 421 and gone */
+    enum phase phase;
+    bool busy;                        /* a worker job is in flight */
+
+    bool greeted;                     /* HELO or EHLO given */
+    bool esmtp;
+    char helo[SMTP_DOMAIN_MAX + 1];
+
+    /* The mail transaction. */
+    bool in_mail;
+    struct smtp_mail_args mail;
+    struct strvec rcpts;              /* accepted forward-paths, as given */
+    struct strvec mailboxes;          /* distinct local users to deliver to */
+    bool rcpt_tried;                  /* a RCPT was attempted (for 554 vs 503) */
+    struct buf msg;                   /* the message, CRLF, unstuffed */
+    struct smtp_data_decoder dec;
+    bool too_big;
+    uint64_t bdat_left;               /* octets of the current chunk still to read */
+    bool bdat_last;
+    bool bdat_discard;                /* chunk read only to be thrown away */
+    int bdat_refusal;                 /* reply code for a discarded chunk: 503, 554 */
+    uint64_t bdat_chunk;              /* size of the current chunk */
+    bool bdat_used;                   /* this transaction uses BDAT (no DATA then) */
+
+    unsigned errors, junk, messages;
+    char line[SMTP_LINE_MAX + 1];
+};
+
+static struct smtp_session *sessions;
+static unsigned session_count;
+
+static void session_process(struct smtp_session *s);
+static void session_close(struct smtp_session *s);
+
+/* --- small helpers ---------------------------------------------------- */
+
+static void random_hex(char *out, size_t digits)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    unsigned char raw[16];
+    size_t need = (digits + 1) / 2;
+    if (need > sizeof raw)
+        need = sizeof raw;
+    if (getrandom(raw, need, 0) != (ssize_t)need) {
+        /* getrandom on Linux does not fail after boot; keep ids unique anyway */
+        static unsigned long fallback;
+        for (size_t i = 0; i < need; i++)
+            raw[i] = (unsigned char)(++fallback * 2654435761u >> (i % 4 * 8));
+    }
+    for (size_t i = 0; i < digits; i++)
+        out[i] = hex[(raw[i / 2] >> (i % 2 ? 0 : 4)) & 0xf];
+    out[digits] = '\0';
+}
+
+static int strvec_add(struct strvec *sv, const char *str)
+{
+    if (sv->n == sv->cap) {
+        size_t cap = sv->cap ? sv->cap * 2 : 4;
+        char **v = realloc(sv->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        sv->v = v;
+        sv->cap = cap;
+    }
+    char *copy = strdup(str);
+    if (!copy)
+        return -1;
+    sv->v[sv->n++] = copy;
+    return 0;
+}
+
+static bool strvec_has(const struct strvec *sv, const char *str)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        if (strcmp(sv->v[i], str) == 0)
+            return true;
+    return false;
+}
+
+static void strvec_clear(struct strvec *sv)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        free(sv->v[i]);
+    free(sv->v);
+    sv->v = NULL;
+    sv->n = sv->cap = 0;
+}
+
+static const char *hostname(const struct smtp_session *s)
+{
+    return s->srv->settings->hostname;
+}
+
+/* Sends one reply line; error replies are logged. When `counts`, an error
+ * reply counts towards SMTP_ERROR_LIMIT, and the session is dropped with
+ * 421 when it is reached. A 421 closes the session. */
+static void vreply(struct smtp_session *s, bool counts, int code, const char *enhanced,
+                   const char *fmt, va_list ap)
+{
+    if (!s->conn || s->phase == PHASE_CLOSING)
+        return;
+    char text[512];
+    vsnprintf(text, sizeof text, fmt, ap);
+    conn_printf(s->conn, "%d %s %s\r\n", code, enhanced, text);
+    if (code < 400)
+        return;
+    log_info("smtp[%s]: %s: reply %d %s %s", s->id, s->peer, code, enhanced, text);
+    if (code == 421) {
+        session_close(s);
+        return;
+    }
+    if (counts && ++s->errors >= SMTP_ERROR_LIMIT) {
+        log_info("smtp[%s]: %s: too many errors, disconnecting", s->id, s->peer);
+        conn_printf(s->conn, "421 4.7.0 %s Error: too many errors\r\n", hostname(s));
+        session_close(s);
+    }
+}
+
+static void reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreply(s, true, code, enhanced, fmt, ap);
+    va_end(ap);
+}
+
+/* A refusal that says nothing bad about the client. */
+static void reply_nocount(struct smtp_session *s, int code, const char *enhanced,
+                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void reply_nocount(struct smtp_session *s, int code, const char *enhanced,
+                          const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreply(s, false, code, enhanced, fmt, ap);
+    va_end(ap);
+}
+
+static void transaction_reset(struct smtp_session *s)
+{
+    s->in_mail = false;
+    memset(&s->mail, 0, sizeof s->mail);
+    strvec_clear(&s->rcpts);
+    strvec_clear(&s->mailboxes);
+    s->rcpt_tried = false;
+    buf_free(&s->msg);
+    s->too_big = false;
+    s->bdat_used = false;
+    s->bdat_last = false;
+    s->bdat_discard = false;
+    s->bdat_left = 0;
+}
+
+static void session_close(struct smtp_session *s)
+{
+    if (s->phase == PHASE_CLOSING || !s->conn)
+        return;
+    s->phase = PHASE_CLOSING;
+    conn_close(s->conn);
+}
+
+static void session_free(struct smtp_session *s)
+{
+    transaction_reset(s);
+    if (s->counted)
+        iplimit_release(s->peer);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    session_count--;
+    free(s);
+}
+
+/* Work went to the pool: stop reading until it is answered. */
+static void session_suspend(struct smtp_session *s)
+{
+    s->busy = true;
+    conn_pause_read(s->conn);
+}
+
+/* Back from the pool. Returns false when the session is gone (freed). */
+static bool session_resume(struct smtp_session *s)
+{
+    s->busy = false;
+    if (!s->conn) {
+        session_free(s);
+        return false;
+    }
+    if (s->phase != PHASE_CLOSING)
+        conn_resume_read(s->conn);
+    return true;
+}
+
+/* After SIGTERM a session ends at the first point where no message is
+ * half-received. */
+static bool stop_if_shutting_down(struct smtp_session *s)
+{
+    if (!s->srv->stopping)
+        return false;
+    reply(s, 421, "4.3.2", "%s Service shutting down, closing transmission channel",
+          hostname(s));
+    return true;
+}
+
+/* --- the Received header and delivery ---------------------------------- */
+
+static const char *protocol_name(const struct smtp_session *s)
+{
+    bool tls = conn_is_tls(s->conn);
+    if (s->mail.smtputf8)
+        return tls ? "UTF8SMTPS" : "UTF8SMTP";
+    if (!s->esmtp)
+        return tls ? "SMTPS" : "SMTP";
+    return tls ? "ESMTPS" : "ESMTP";
+}
+
+static int trace_headers(struct smtp_session *s, const char *qid, struct buf *out)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+
+    int rc = buf_printf(out, "Return-Path: <%s>\r\n", s->mail.from.mailbox);
+    rc |= buf_printf(out, "Received: from %s ([%s])\r\n\tby %s (posthorn) with %s id %s",
+                     s->helo, s->peer, hostname(s), protocol_name(s), qid);
+    if (conn_is_tls(s->conn))
+        rc |= buf_printf(out, "\r\n\t(using %s with cipher %s)", conn_tls_version(s->conn),
+                         conn_tls_cipher(s->conn));
+    if (s->rcpts.n == 1)
+        rc |= buf_printf(out, "\r\n\tfor <%s>", s->rcpts.v[0]);
+    rc |= buf_printf(out, "; %s\r\n", date);
+    return rc ? -1 : 0;
+}
+
+struct delivery {
+    struct smtp_session *s;
+    char qid[13];
+    struct buf prefix;
+    struct mailstore_target *targets;
+    size_t ntargets;
+    int result;
+    char err[256];
+};
+
+static void delivery_work(void *arg)
+{
+    struct delivery *d = arg;
+    struct smtp_session *s = d->s;
+    struct iovec iov[2] = {
+        { d->prefix.data, d->prefix.len },
+        { s->msg.data, s->msg.len },
+    };
+    d->result = mailstore_deliver(s->srv->store, iov, 2, d->targets, d->ntargets,
+                                  d->err, sizeof d->err);
+}
+
+static void log_delivery(struct smtp_session *s, const struct delivery *d)
+{
+    struct buf to = BUF_INIT;
+    for (size_t i = 0; i < s->rcpts.n; i++)
+        buf_printf(&to, "%s<%s>", i ? "," : "", s->rcpts.v[i]);
+    const char *rcpts = buf_cstr(&to);
+    if (d->result == 0)
+        log_info("smtp[%s]: %s: delivered from=<%s> to=%s mailboxes=%zu size=%zu proto=%s%s%s",
+                 s->id, d->qid, s->mail.from.mailbox, rcpts ? rcpts : "", d->ntargets,
+                 s->msg.len, protocol_name(s), conn_is_tls(s->conn) ? " tls=" : "",
+                 conn_is_tls(s->conn) ? conn_tls_version(s->conn) : "");
+    else
+        log_error("smtp[%s]: %s: not stored, from=<%s> to=%s: %s", s->id, d->qid,
+                  s->mail.from.mailbox, rcpts ? rcpts : "", d->err);
+    buf_free(&to);
+}
+
+static void delivery_done(void *arg)
+{
+    struct delivery *d = arg;
+    struct smtp_session *s = d->s;
+    if (s->conn)
+        log_delivery(s, d);
+    else if (d->result == 0)
+        log_info("smtp[%s]: %s: delivered, but the client left before the reply",
+                 s->id, d->qid);
+    buf_free(&d->prefix);
+    free(d->targets);
+    int result = d->result;
+    char qid[sizeof d->qid];
+    memcpy(qid, d->qid, sizeof qid);
+    free(d);
+
+    transaction_reset(s);
+    if (!session_resume(s))
+        return;
+    if (result == 0) {
+        s->messages++;
+        s->junk = 0;
+        reply(s, 250, "2.0.0", "Ok: queued as %s", qid);
+    } else {
+        reply(s, 451, "4.3.0", "Error: local storage failure, try again later");
+    }
+    if (!stop_if_shutting_down(s))
+        session_process(s);
+}
+
+/* The whole message is in s->msg: store it, then answer. */
+static void message_complete(struct smtp_session *s)
+{
+    s->phase = PHASE_COMMAND;
+    struct delivery *d = calloc(1, sizeof *d);
+    if (d)
+        d->targets = calloc(s->mailboxes.n, sizeof *d->targets);
+    if (!d || !d->targets) {
+        free(d);
+        transaction_reset(s);
+        reply(s, 451, "4.3.0", "Error: out of memory, try again later");
+        return;
+    }
+    d->s = s;
+    random_hex(d->qid, 12);
+    d->ntargets = s->mailboxes.n;
+    for (size_t i = 0; i < s->mailboxes.n; i++)
+        d->targets[i].address = s->mailboxes.v[i];
+    if (trace_headers(s, d->qid, &d->prefix) < 0 ||
+        workers_submit(s->srv->workers, delivery_work, delivery_done, d) < 0) {
+        buf_free(&d->prefix);
+        free(d->targets);
+        free(d);
+        transaction_reset(s);
+        reply(s, 451, "4.3.0", "Error: out of memory, try again later");
+        return;
+    }
+    session_suspend(s);
+}
+
+/* --- recipient lookup ---------------------------------------------------- */
+
+struct lookup {
+    struct smtp_session *s;
+    char address[SMTP_PATH_MAX + 1];   /* what the client gave */
+    char key[SMTP_PATH_MAX + 1];       /* what is looked up */
+    enum accounts_result result;
+    struct accounts_list local, remote;
+};
+
+static void lookup_work(void *arg)
+{
+    struct lookup *l = arg;
+    l->result = accounts_resolve(l->s->srv->accounts, l->key, &l->local, &l->remote);
+}
+
+static void lookup_answer(struct smtp_session *s, struct lookup *l)
+{
+    switch (l->result) {
+    case ACCOUNTS_OK:
+        if (l->remote.n > 0) {
+            reply(s, 451, "4.3.0", "<%s>: forwarding to other domains is not available yet",
+                  l->address);
+            return;
+        }
+        for (size_t i = 0; i < l->local.n; i++) {
+            if (strvec_has(&s->mailboxes, l->local.items[i]))
+                continue;
+            if (strvec_add(&s->mailboxes, l->local.items[i]) < 0) {
+                reply(s, 451, "4.3.0", "Error: out of memory");
+                return;
+            }
+        }
+        if (strvec_add(&s->rcpts, l->address) < 0) {
+            reply(s, 451, "4.3.0", "Error: out of memory");
+            return;
+        }
+        reply(s, 250, "2.1.5", "Ok");
+        return;
+    case ACCOUNTS_NO_SUCH_USER:
+        reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: User unknown", l->address);
+        return;
+    case ACCOUNTS_NOT_LOCAL:
+        reply(s, 554, "5.7.1", "<%s>: Relay access denied", l->address);
+        return;
+    default:
+        reply(s, 451, "4.3.0", "<%s>: Temporary lookup failure", l->address);
+        return;
+    }
+}
+
+static void lookup_done(void *arg)
+{
+    struct lookup *l = arg;
+    struct smtp_session *s = l->s;
+    if (session_resume(s)) {
+        lookup_answer(s, l);
+    } else {
+        s = NULL;
+    }
+    accounts_list_free(&l->local);
+    accounts_list_free(&l->remote);
+    free(l);
+    if (s)
+        session_process(s);
+}
+
+/* --- commands ------------------------------------------------------------ */
+
+static void reply_error(struct smtp_session *s, const struct smtp_error *e)
+{
+    reply(s, e->code, e->enhanced, "%s", e->text);
+}
+
+static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd, bool extended)
+{
+    struct smtp_error e;
+    if (smtp_parse_helo(cmd->args, cmd->args_len, &e) < 0) {
+        reply_error(s, &e);
+        return;
+    }
+    transaction_reset(s);
+    size_t n = cmd->args_len < sizeof s->helo ? cmd->args_len : sizeof s->helo - 1;
+    memcpy(s->helo, cmd->args, n);
+    s->helo[n] = '\0';
+    s->greeted = true;
+    s->esmtp = extended;
+    if (!extended) {
+        conn_printf(s->conn, "250 %s\r\n", hostname(s));
+        return;
+    }
+    conn_printf(s->conn, "250-%s\r\n250-PIPELINING\r\n", hostname(s));
+    uint64_t limit = s->srv->settings->message_size_limit;
+    if (limit)
+        conn_printf(s->conn, "250-SIZE %llu\r\n", (unsigned long long)limit);
+    else
+        conn_printf(s->conn, "250-SIZE\r\n");
+    if (!conn_is_tls(s->conn))
+        conn_printf(s->conn, "250-STARTTLS\r\n");
+    conn_printf(s->conn, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+                         "250 CHUNKING\r\n");
+}
+
+static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (!s->greeted) {
+        reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+        return;
+    }
+    if (s->in_mail) {
+        reply(s, 503, "5.5.1", "Error: nested MAIL command");
+        return;
+    }
+    struct smtp_error e;
+    if (smtp_parse_mail(cmd->args, cmd->args_len, &s->mail, &e) < 0) {
+        reply_error(s, &e);
+        return;
+    }
+    /* Parameters of extensions this port does not offer. */
+    if (s->mail.body == SMTP_BODY_BINARYMIME || s->mail.ret != SMTP_RET_NONE ||
+        s->mail.envid[0] || s->mail.auth[0]) {
+        reply(s, 555, "5.5.4", "Unsupported parameter");
+        return;
+    }
+    uint64_t limit = s->srv->settings->message_size_limit;
+    if (limit && s->mail.size_given && s->mail.size > limit) {
+        reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+        return;
+    }
+    s->in_mail = true;
+    reply(s, 250, "2.1.0", "Ok");
+}
+
+static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (!s->in_mail) {
+        reply(s, 503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    if (s->bdat_used) {
+        reply(s, 503, "5.5.1", "Error: RCPT after BDAT");
+        return;
+    }
+    s->rcpt_tried = true;
+    if (s->rcpts.n >= s->srv->settings->smtp_max_recipients) {
+        /* A sender splitting a large list is not misbehaving. */
+        reply_nocount(s, 452, "4.5.3", "Error: too many recipients");
+        return;
+    }
+    struct smtp_rcpt_args args;
+    struct smtp_error e;
+    if (smtp_parse_rcpt(cmd->args, cmd->args_len, s->mail.smtputf8, &args, &e) < 0) {
+        reply_error(s, &e);
+        return;
+    }
+    if (args.notify || args.orcpt[0]) {
+        reply(s, 555, "5.5.4", "Unsupported parameter");
+        return;
+    }
+    struct lookup *l = calloc(1, sizeof *l);
+    if (!l) {
+        reply(s, 451, "4.3.0", "Error: out of memory");
+        return;
+    }
+    l->s = s;
+    if (args.to.is_postmaster) {
+        snprintf(l->address, sizeof l->address, "postmaster");
+        snprintf(l->key, sizeof l->key, "%s", s->srv->settings->postmaster_address);
+    } else {
+        snprintf(l->address, sizeof l->address, "%s", args.to.mailbox);
+        snprintf(l->key, sizeof l->key, "%s", args.to.mailbox);
+    }
+    if (workers_submit(s->srv->workers, lookup_work, lookup_done, l) < 0) {
+        free(l);
+        reply(s, 451, "4.3.0", "Error: out of memory");
+        return;
+    }
+    session_suspend(s);
+}
+
+/* DATA or BDAT may start: 0, or the refusal already sent. */
+static int message_may_start(struct smtp_session *s, int *refusal)
+{
+    if (!s->in_mail) {
+        *refusal = 503;
+        return -1;
+    }
+    if (s->rcpts.n == 0) {
+        *refusal = s->rcpt_tried ? 554 : 503;
+        return -1;
+    }
+    return 0;
+}
+
+static void refuse_message(struct smtp_session *s, int code)
+{
+    if (code == 554)
+        reply(s, 554, "5.5.1", "Error: no valid recipients");
+    else if (!s->in_mail)
+        reply(s, 503, "5.5.1", "Error: need MAIL command");
+    else
+        reply(s, 503, "5.5.1", "Error: need RCPT command");
+}
+
+static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    int refusal;
+    if (cmd->args_len) {
+        reply(s, 501, "5.5.4", "Syntax: DATA");
+        return;
+    }
+    if (s->bdat_used) {
+        reply(s, 503, "5.5.1", "Error: DATA after BDAT");
+        return;
+    }
+    if (message_may_start(s, &refusal) < 0) {
+        refuse_message(s, refusal);
+        return;
+    }
+    smtp_data_init(&s->dec);
+    buf_reset(&s->msg);
+    s->too_big = false;
+    s->phase = PHASE_DATA;
+    conn_printf(s->conn, "354 End data with <CR><LF>.<CR><LF>\r\n");
+}
+
+static void data_finished(struct smtp_session *s)
+{
+    s->phase = PHASE_COMMAND;
+    if (s->dec.bad_line_ending) {
+        transaction_reset(s);
+        reply(s, 550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF");
+        return;
+    }
+    if (s->too_big) {
+        transaction_reset(s);
+        reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+        return;
+    }
+    message_complete(s);
+}
+
+static void cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    uint64_t size;
+    bool last;
+    struct smtp_error e;
+    if (smtp_parse_bdat(cmd->args, cmd->args_len, &size, &last, &e) < 0) {
+        /* The chunk's length is unknown, so what follows cannot be framed. */
+        reply_error(s, &e);
+        session_close(s);
+        return;
+    }
+    s->bdat_left = size;
+    s->bdat_chunk = size;
+    s->bdat_last = last;
+    s->bdat_discard = false;
+    int refusal;
+    if (message_may_start(s, &refusal) < 0) {
+        s->bdat_discard = true;
+        s->bdat_refusal = refusal;
+    } else if (!s->bdat_used) {
+        s->bdat_used = true;
+        buf_reset(&s->msg);
+        s->too_big = false;
+    }
+    s->phase = PHASE_BDAT;
+}
+
+static void bdat_chunk_done(struct smtp_session *s)
+{
+    s->phase = PHASE_COMMAND;
+    if (s->bdat_discard) {
+        refuse_message(s, s->bdat_refusal);
+        return;
+    }
+    if (s->too_big) {
+        transaction_reset(s);
+        reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+        return;
+    }
+    if (s->bdat_last) {
+        message_complete(s);
+        return;
+    }
+    reply(s, 250, "2.0.0", "%llu octets received", (unsigned long long)s->bdat_chunk);
+}
+
+static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd)
+{
+    if (cmd->args_len) {
+        reply(s, 501, "5.5.4", "Syntax: STARTTLS");
+        return;
+    }
+    if (conn_is_tls(s->conn)) {
+        reply(s, 503, "5.5.1", "Error: TLS already active");
+        return;
+    }
+    conn_printf(s->conn, "220 2.0.0 Ready to start TLS\r\n");
+    /* RFC 3207 4.2: forget everything learnt before TLS. */
+    transaction_reset(s);
+    s->greeted = false;
+    s->esmtp = false;
+    s->helo[0] = '\0';
+    s->phase = PHASE_TLS;
+    if (conn_starttls(s->conn, tls_server_ctx(s->srv->tls)) < 0)
+        session_close(s);
+}
+
+static void cmd_junk(struct smtp_session *s, int code, const char *enhanced, const char *text)
+{
+    if (++s->junk > SMTP_JUNK_LIMIT) {
+        reply(s, 421, "4.7.0", "%s Error: too many commands without a message", hostname(s));
+        return;
+    }
+    reply(s, code, enhanced, "%s", text);
+}
+
+static void handle_command(struct smtp_session *s, const char *line, size_t len)
+{
+    struct smtp_command cmd;
+    if (memchr(line, '\0', len) || smtp_parse_command(line, len, &cmd) < 0) {
+        reply(s, 500, "5.5.2", "Error: command not recognized");
+        return;
+    }
+    log_trace("smtp[%s]: command %.*s", s->id, (int)(len > 80 ? 80 : len), line);
+    if (cmd.verb != SMTP_QUIT && stop_if_shutting_down(s))
+        return;
+    switch (cmd.verb) {
+    case SMTP_HELO: cmd_helo(s, &cmd, false); break;
+    case SMTP_EHLO: cmd_helo(s, &cmd, true); break;
+    case SMTP_MAIL: cmd_mail(s, &cmd); break;
+    case SMTP_RCPT: cmd_rcpt(s, &cmd); break;
+    case SMTP_DATA: cmd_data(s, &cmd); break;
+    case SMTP_BDAT: cmd_bdat(s, &cmd); break;
+    case SMTP_STARTTLS: cmd_starttls(s, &cmd); break;
+    case SMTP_RSET:
+        transaction_reset(s);
+        cmd_junk(s, 250, "2.0.0", "Ok");
+        break;
+    case SMTP_NOOP: cmd_junk(s, 250, "2.0.0", "Ok"); break;
+    case SMTP_VRFY:
+        cmd_junk(s, 252, "2.0.0", "Cannot VRFY user; send mail and delivery will be attempted");
+        break;
+    case SMTP_EXPN: cmd_junk(s, 502, "5.5.1", "Error: EXPN is not available"); break;
+    case SMTP_HELP: cmd_junk(s, 214, "2.0.0", "See RFC 5321, https://www.rfc-editor.org/rfc/rfc5321"); break;
+    case SMTP_AUTH: reply(s, 503, "5.5.1", "Error: authentication not enabled"); break;
+    case SMTP_QUIT:
+        reply(s, 221, "2.0.0", "Bye");
+        session_close(s);
+        break;
+    default:
+        reply(s, 500, "5.5.2", "Error: command not recognized");
+        break;
+    }
+}
+
+/* --- input ----------------------------------------------------------------- */
+
+static bool process_data(struct smtp_session *s)
+{
+    size_t avail;
+    const char *in = conn_input(s->conn, &avail);
+    if (avail == 0)
+        return false;
+    size_t used = smtp_data_feed(&s->dec, in, avail, s->too_big ? NULL : &s->msg);
+    conn_consume(s->conn, used);
+    uint64_t limit = s->srv->settings->message_size_limit;
+    if (!s->too_big && limit && s->dec.octets > limit) {
+        s->too_big = true;
+        buf_free(&s->msg);
+    }
+    if (s->dec.done)
+        data_finished(s);
+    return true;
+}
+
+static bool process_bdat(struct smtp_session *s)
+{
+    if (s->bdat_left > 0) {
+        size_t avail;
+        const char *in = conn_input(s->conn, &avail);
+        if (avail == 0)
+            return false;
+        size_t n = avail < s->bdat_left ? avail : (size_t)s->bdat_left;
+        uint64_t limit = s->srv->settings->message_size_limit;
+        if (!s->bdat_discard && !s->too_big) {
+            if (limit && s->msg.len + n > limit) {
+                s->too_big = true;
+                buf_free(&s->msg);
+            } else if (buf_append(&s->msg, in, n) < 0) {
+                s->too_big = true; /* out of memory: refuse rather than crash */
+                buf_free(&s->msg);
+            }
+        }
+        conn_consume(s->conn, n);
+        s->bdat_left -= n;
+        if (s->bdat_left > 0)
+            return true;
+    }
+    bdat_chunk_done(s);
+    return true;
+}
+
+static bool process_command(struct smtp_session *s)
+{
+    const char *line;
+    size_t len, used;
+    int r = conn_peek_line(s->conn, SMTP_LINE_MAX + 2, &line, &len, &used, NULL);
+    if (r == 0)
+        return false;
+    if (r < 0 || len > SMTP_LINE_MAX) {
+        reply(s, 500, "5.5.2", "Error: line too long");
+        session_close(s);
+        return false;
+    }
+    /* Copy before consuming: a command (STARTTLS) may drop the input. */
+    memcpy(s->line, line, len);
+    s->line[len] = '\0';
+    conn_consume(s->conn, used);
+    handle_command(s, s->line, len);
+    return true;
+}
+
+static void session_process(struct smtp_session *s)
+{
+    bool progress = true;
+    while (progress && s->conn && !s->busy) {
+        switch (s->phase) {
+        case PHASE_COMMAND: progress = process_command(s); break;
+        case PHASE_DATA:    progress = process_data(s); break;
+        case PHASE_BDAT:    progress = process_bdat(s); break;
+        default:            progress = false; break;
+        }
+    }
+}
+
+/* --- connection events --------------------------------------------------- */
+
+static void greet(struct smtp_session *s)
+{
+    s->phase = PHASE_COMMAND;
+    conn_printf(s->conn, "220 %s ESMTP posthorn\r\n", hostname(s));
+}
+
+static void on_conn_event(struct conn *c, enum conn_event ev, void *arg)
+{
+    struct smtp_session *s = arg;
+    switch (ev) {
+    case CONN_EV_READ:
+        session_process(s);
+        break;
+    case CONN_EV_TLS_READY:
+        log_info("smtp[%s]: %s: TLS established, %s %s", s->id, s->peer, conn_tls_version(c),
+                 conn_tls_cipher(c));
+        s->phase = PHASE_COMMAND;
+        session_process(s);
+        break;
+    case CONN_EV_TIMEOUT:
+        if (s->busy) {
+            conn_set_timeout(c, s->srv->settings->smtp_timeout);
+            break; /* our own work is slow, not the client */
+        }
+        log_info("smtp[%s]: %s: idle timeout", s->id, s->peer);
+        conn_printf(c, "421 4.4.2 %s Error: timeout exceeded\r\n", hostname(s));
+        session_close(s);
+        break;
+    case CONN_EV_CLOSED:
+        if (s->refused) {
+            free(s);
+            break;
+        }
+        log_info("smtp[%s]: disconnect from %s messages=%u errors=%u", s->id, s->peer,
+                 s->messages, s->errors);
+        s->conn = NULL;
+        if (!s->busy)
+            session_free(s);
+        break;
+    }
+}
+
+void smtp_accept(int fd, const struct sockaddr *peer, socklen_t peerlen, void *server)
+{
+    struct server *srv = server;
+    const struct settings *set = srv->settings;
+    struct smtp_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        log_error("smtp: out of memory accepting a connection");
+        close(fd);
+        return;
+    }
+    struct conn *c = conn_new(srv->loop, fd, peer, peerlen, NULL, on_conn_event, s);
+    if (!c) {
+        free(s);
+        return;
+    }
+    s->srv = srv;
+    s->conn = c;
+    random_hex(s->id, 8);
+    snprintf(s->peer, sizeof s->peer, "%s", conn_peer_addr(c));
+    if (srv->stopping || !iplimit_acquire(s->peer, set->max_connections_per_ip,
+                                          set->max_connections)) {
+        log_info("smtp[%s]: %s: refused, too many connections", s->id, s->peer);
+        conn_printf(c, "421 4.7.0 %s Error: too many connections from %s\r\n",
+                    set->hostname, s->peer);
+        s->refused = true;
+        session_close(s);
+        return;
+    }
+    s->counted = true;
+    s->next = sessions;
+    if (sessions)
+        sessions->prev = s;
+    sessions = s;
+    session_count++;
+    log_info("smtp[%s]: connect from %s:%u to %s:%u", s->id, s->peer, conn_peer_port(c),
+             conn_local_addr(c), conn_local_port(c));
+    conn_set_timeout(c, set->smtp_timeout);
+    greet(s);
+}
+
+void smtp_shutdown(struct server *srv)
+{
+    srv->stopping = true;
+    for (struct smtp_session *s = sessions, *next; s; s = next) {
+        next = s->next;
+        if (s->busy || !s->conn)
+            continue; /* answered, then closed, when its work completes */
+        if (s->phase == PHASE_COMMAND && !s->in_mail)
+            stop_if_shutting_down(s);
+        /* In a transaction: the next command, or the end of the message,
+         * gets the 421. */
+    }
+}
+
+unsigned smtp_session_count(void)
+{
+    return session_count;
+}
+
+void smtp_abort_all(void)
+{
+    for (struct smtp_session *s = sessions; s; s = s->next)
+        if (s->conn && s->phase != PHASE_CLOSING) {
+            s->phase = PHASE_CLOSING;
+            conn_abort(s->conn);
+        }
+}
