@@ -30,6 +30,10 @@ void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 void log_close(void);
 
+/* The name at the start of each line ("posthornd" unless set; `setup` sets
+ * "setup"). Longer names are truncated to 31 bytes. */
+void log_set_program(const char *name);
+
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
