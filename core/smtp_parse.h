@@ -121,11 +121,15 @@ struct smtp_data_decoder {
     bool bad_line_ending;      /* bare CR or bare LF seen */
     uint64_t octets;           /* message octets produced (appended or discarded) */
     bool has_8bit;             /* an octet >= 0x80 seen */
+    bool out_failed;           /* appending to out failed (out of memory):
+                                  out is incomplete; octets still counts */
 };
 void smtp_data_init(struct smtp_data_decoder *d);
 size_t smtp_data_feed(struct smtp_data_decoder *d, const char *in, size_t len, struct buf *out);
 
-/* Decodes xtext (RFC 3461 4) into out; returns 0 or -1 for malformed. */
+/* Decodes xtext (RFC 3461 4) into out; returns 0 or -1 for malformed.
+ * out is NUL-terminated; -1 also when it is too small, or for "+00"
+ * (a NUL would silently truncate the result). */
 int smtp_xtext_decode(const char *in, size_t len, char *out, size_t outlen);
 
 #endif

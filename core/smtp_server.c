@@ -756,7 +756,9 @@ static bool process_data(struct smtp_session *s)
     size_t used = smtp_data_feed(&s->dec, in, avail, s->too_big ? NULL : &s->msg);
     conn_consume(s->conn, used);
     uint64_t limit = s->srv->settings->message_size_limit;
-    if (!s->too_big && limit && s->dec.octets > limit) {
+    /* out_failed: memory ran out while appending; refuse rather than store a
+     * truncated message. */
+    if (!s->too_big && ((limit && s->dec.octets > limit) || s->dec.out_failed)) {
         s->too_big = true;
         buf_free(&s->msg);
     }
