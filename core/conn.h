@@ -10,10 +10,22 @@
  *   CONN_EV_TLS_READY   the STARTTLS / implicit-TLS handshake completed.
  *   CONN_EV_TIMEOUT     no input for the idle timeout. The conn stays open;
  *                       the protocol usually replies and calls conn_close.
+ *                       It repeats every period until input arrives. While
+ *                       a TLS handshake is in progress the timeout fails the
+ *                       handshake instead (CONN_EV_CLOSED).
  *   CONN_EV_CLOSED      the connection is finished: peer closed, I/O or TLS
  *                       error, or conn_close() completed. Delivered exactly
  *                       once; the conn is freed when the handler returns, so
  *                       the protocol must drop its pointer then.
+ *                       After peer EOF, input buffered before it is still
+ *                       delivered as CONN_EV_READ first; CLOSED waits while
+ *                       reading is paused with input buffered, so a paused
+ *                       protocol gets to process pipelined commands.
+ *
+ * Output written inside the handler is flushed (one write) when the handler
+ * returns; output written elsewhere (e.g. a worker's done function) on the
+ * next loop iteration. Writes after conn_close or on a broken connection
+ * are dropped. Buffers are allocated lazily and freed when empty.
  *
  * Input is read only while reading is not paused and the input buffer holds
  * less than CONN_INPUT_MAX bytes (backpressure). The conn never calls the
@@ -65,7 +77,8 @@ void conn_consume(struct conn *c, size_t n);
  *   1  a line: *line and *len exclude the line ending (CRLF or bare LF;
  *      *bare_lf tells which, may be NULL); consume it with conn_consume(c, *used)
  *   0  no complete line yet
- *  -1  no LF within `max` bytes: the line is too long */
+ *  -1  no LF within `max` bytes, or none in a full (CONN_INPUT_MAX)
+ *      input buffer: the line is too long */
 int conn_peek_line(const struct conn *c, size_t max, const char **line, size_t *len,
                    size_t *used, bool *bare_lf);
 
@@ -90,6 +103,8 @@ void conn_set_timeout(struct conn *c, double seconds);
  * when already TLS. CONN_EV_TLS_READY or CONN_EV_CLOSED follows. */
 int conn_starttls(struct conn *c, SSL_CTX *ctx);
 
+/* True from conn_starttls() (or conn_new with a context) on; no input is
+ * delivered before the handshake completes. */
 bool conn_is_tls(const struct conn *c);
 const char *conn_tls_version(const struct conn *c);  /* "TLSv1.3" or NULL */
 const char *conn_tls_cipher(const struct conn *c);   /* "TLS_AES_256_GCM_SHA384" or NULL */
