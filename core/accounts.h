@@ -54,14 +54,22 @@ void accounts_close(struct accounts *a);
 
 /* Recipient resolution as described above. On ACCOUNTS_OK, `local` holds
  * the user addresses to deliver to and `remote` the forwarding targets;
- * both are initialised by the call and must be freed by the caller. */
+ * both are initialised by the call and must be freed by the caller (they
+ * are empty on any other result). The input is normalised first
+ * (ACCOUNTS_INVALID when it is not a valid address). Alias targets that
+ * are missing users of a local domain, or deeper than 10 levels, are
+ * skipped with a warning in the log; when nothing at all is left (e.g. an
+ * alias loop with no user in it) the result is ACCOUNTS_NO_SUCH_USER.
+ * At most 1000 addresses are expanded per call (ACCOUNTS_ERROR beyond). */
 enum accounts_result accounts_resolve(struct accounts *a, const char *address,
                                       struct accounts_list *local,
                                       struct accounts_list *remote);
 
 bool accounts_domain_is_local(struct accounts *a, const char *domain);
 
-/* True when address is a user and password matches its hash. */
+/* True when address is a user and password matches its hash. The
+ * database lock is not held while hashing; an unknown user costs the same
+ * hashing time as a known one. */
 bool accounts_check_password(struct accounts *a, const char *address, const char *password);
 
 /* Management (the setup CLI and the entrypoint's importer). `hash` is a
@@ -76,7 +84,12 @@ enum accounts_result accounts_user_del(struct accounts *a, const char *address,
 /* Users, sorted. */
 enum accounts_result accounts_user_list(struct accounts *a, struct accounts_list *out);
 
-/* alias may be "@domain" (catch-all). target is a full address. */
+/* alias may be "@domain" (catch-all). target is a full address.
+ * alias_add refuses an alias whose source is a user (ACCOUNTS_EXISTS), a
+ * duplicate pair (ACCOUNTS_EXISTS) and an alias to itself
+ * (ACCOUNTS_INVALID). Deleting a missing user or alias pair gives
+ * ACCOUNTS_NO_SUCH_USER. user_del keeps aliases that point to the user
+ * (as docker-mailserver does). */
 enum accounts_result accounts_alias_add(struct accounts *a, const char *alias, const char *target,
                                         char *err, size_t errlen);
 enum accounts_result accounts_alias_del(struct accounts *a, const char *alias, const char *target,
@@ -88,7 +101,18 @@ enum accounts_result accounts_alias_list(struct accounts *a, struct accounts_lis
  * lowercases into out and checks "local@domain" with a dot-atom local part
  * (letters, digits, !#$%&'*+-=?^_`{|}~ and dots; no '/'; no leading, trailing or
  * double dot, at most 64 octets) and a domain of LDH labels. Returns true
- * when valid; *changed says whether lowercasing changed it (setup warns). */
+ * when valid; *changed says whether lowercasing changed it (setup warns).
+ * Quoted local parts and non-ASCII are refused. The domain rules are those
+ * of accounts_normalize_domain. out may be the same buffer as in. */
 bool accounts_normalize_address(const char *in, char *out, size_t outlen, bool *changed);
+
+#define ACCOUNTS_LOCAL_MAX 64
+#define ACCOUNTS_DOMAIN_MAX 253
+
+/* Domain validation and normalisation (lowercased into out): labels of
+ * letters, digits and '-' (not first or last), 1..63 octets each, at most
+ * 253 octets in all, and at least one dot (a bare "localhost" is refused);
+ * no trailing dot. Returns true when valid. */
+bool accounts_normalize_domain(const char *in, char *out, size_t outlen, bool *changed);
 
 #endif
