@@ -920,6 +920,11 @@ void smtp_shutdown(struct server *srv)
             continue; /* answered, then closed, when its work completes */
         if (s->phase == PHASE_COMMAND && !s->in_mail)
             stop_if_shutting_down(s);
+        else if (s->phase == PHASE_TLS) {
+            /* A 421 cannot be said into a half-made handshake. */
+            s->phase = PHASE_CLOSING;
+            conn_abort(s->conn);
+        }
         /* In a transaction: the next command, or the end of the message,
          * gets the 421. */
     }
