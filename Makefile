@@ -65,14 +65,23 @@ asan-test:
 	$(MAKE) BUILD=build-asan SAN=1 unit integration
 
 # libFuzzer targets: tests/fuzz/fuzz_NAME.c, seeds in tests/fuzz/corpus/NAME/.
+# The core is built once with clang's coverage instrumentation into an
+# archive, so each target links only the objects it uses.
 FUZZ_SRC = $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
-FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 -Icore -Ifilters \
-              -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
+FUZZ_LIB_OBJ = $(LIB_SRC:%.c=build-fuzz/obj/%.o)
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 -MMD -MP -Icore -Ifilters \
+              -fsanitize=address,undefined -fno-omit-frame-pointer
 
-build-fuzz/%: tests/fuzz/%.c $(LIB_SRC)
-	@mkdir -p build-fuzz
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+build-fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+build-fuzz/libposthorn.a: $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+build-fuzz/%: tests/fuzz/%.c build-fuzz/libposthorn.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libposthorn.a $(LIBS)
 
 fuzz-build: $(FUZZ_BIN)
 
@@ -96,4 +105,4 @@ run: all
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(D_OBJ:.o=.d) $(SETUP_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(D_OBJ:.o=.d) $(SETUP_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d)
