@@ -65,7 +65,9 @@ int mailindex_sync(struct mailindex *ix, const char *folder, struct mailindex_vi
                    char *err, size_t errlen);
 
 /* Reads a message with CRLF line endings (files written by other programs
- * with bare LF are converted), into out. Returns 0 or -1. */
+ * with bare LF are converted), into out, replacing its contents. Files
+ * larger than 1 GiB are refused (EFBIG). Returns 0, or -1 with a reason in
+ * err (errno ENOENT for an unknown UID or a file removed meanwhile). */
 int mailindex_read(struct mailindex *ix, const char *folder, uint32_t uid, struct buf *out,
                    char *err, size_t errlen);
 
