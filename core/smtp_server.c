@@ -23,7 +23,12 @@
 
 #define SMTP_LINE_MAX     2048   /* command line, without CRLF (Postfix's line_length_limit) */
 #define SMTP_ERROR_LIMIT  10     /* error replies before the session is dropped */
-#define SMTP_JUNK_LIMIT   100    /* NOOP/RSET/VRFY/HELP/EXPN without a message */
+#define SMTP_JUNK_LIMIT   100    /* commands and refused recipients without a message */
+/* Messages are held in memory until they are stored; all sessions together
+ * may hold this much. A message that would go over it is refused with 452
+ * (the sender retries later) instead of letting many large concurrent
+ * messages exhaust the machine. */
+#define SMTP_MEMORY_BUDGET ((size_t)256 << 20)
 
 enum phase {
     PHASE_COMMAND,       /* reading command lines */
@@ -63,6 +68,8 @@ struct smtp_session {
     struct buf msg;                   /* the message, CRLF, unstuffed */
     struct smtp_data_decoder dec;
     bool too_big;
+    bool over_budget;                 /* refused: SMTP_MEMORY_BUDGET was reached */
+    size_t budgeted;                  /* octets of msg counted in buffered_total */
     uint64_t bdat_left;               /* octets of the current chunk still to read */
     bool bdat_last;
     bool bdat_discard;                /* chunk read only to be thrown away */
@@ -76,6 +83,7 @@ struct smtp_session {
 
 static struct smtp_session *sessions;
 static unsigned session_count;
+static size_t buffered_total;         /* message octets held by all sessions */
 
 static void session_process(struct smtp_session *s);
 static void session_close(struct smtp_session *s);
@@ -188,6 +196,31 @@ static void reply_nocount(struct smtp_session *s, int code, const char *enhanced
     va_end(ap);
 }
 
+/* Frees the message buffer and its share of the memory budget. */
+static void message_drop(struct smtp_session *s)
+{
+    buffered_total -= s->budgeted;
+    s->budgeted = 0;
+    buf_free(&s->msg);
+}
+
+/* Room for `more` octets of message within the budget; false (and the
+ * message dropped) when there is none. */
+static bool message_budget(struct smtp_session *s, size_t more)
+{
+    if (buffered_total + more <= SMTP_MEMORY_BUDGET) {
+        buffered_total += more;
+        s->budgeted += more;
+        return true;
+    }
+    if (!s->over_budget)
+        log_warn("smtp[%s]: %s: messages in memory reached %zu MiB; refusing this one",
+                 s->id, s->peer, SMTP_MEMORY_BUDGET >> 20);
+    s->over_budget = true;
+    message_drop(s);
+    return false;
+}
+
 static void transaction_reset(struct smtp_session *s)
 {
     s->in_mail = false;
@@ -195,8 +228,9 @@ static void transaction_reset(struct smtp_session *s)
     strvec_clear(&s->rcpts);
     strvec_clear(&s->mailboxes);
     s->rcpt_tried = false;
-    buf_free(&s->msg);
+    message_drop(s);
     s->too_big = false;
+    s->over_budget = false;
     s->bdat_used = false;
     s->bdat_last = false;
     s->bdat_discard = false;
@@ -246,8 +280,8 @@ static bool session_resume(struct smtp_session *s)
     return true;
 }
 
-/* After SIGTERM a session ends at the first point where no message is
- * half-received. */
+/* After SIGTERM a session ends at the first point where it has no
+ * transaction under way. */
 static bool stop_if_shutting_down(struct smtp_session *s)
 {
     if (!s->srv->stopping)
@@ -318,13 +352,14 @@ static void log_delivery(struct smtp_session *s, const struct delivery *d)
         buf_printf(&to, "%s<%s>", i ? "," : "", s->rcpts.v[i]);
     const char *rcpts = buf_cstr(&to);
     if (d->result == 0)
-        log_info("smtp[%s]: %s: delivered from=<%s> to=%s mailboxes=%zu size=%zu proto=%s%s%s",
-                 s->id, d->qid, s->mail.from.mailbox, rcpts ? rcpts : "", d->ntargets,
+        log_info("smtp[%s]: %s: delivered client=%s from=<%s> to=%s mailboxes=%zu size=%zu "
+                 "proto=%s%s%s",
+                 s->id, d->qid, s->peer, s->mail.from.mailbox, rcpts ? rcpts : "", d->ntargets,
                  s->msg.len, protocol_name(s), conn_is_tls(s->conn) ? " tls=" : "",
                  conn_is_tls(s->conn) ? conn_tls_version(s->conn) : "");
     else
-        log_error("smtp[%s]: %s: not stored, from=<%s> to=%s: %s", s->id, d->qid,
-                  s->mail.from.mailbox, rcpts ? rcpts : "", d->err);
+        log_error("smtp[%s]: %s: not stored, client=%s from=<%s> to=%s: %s", s->id, d->qid,
+                  s->peer, s->mail.from.mailbox, rcpts ? rcpts : "", d->err);
     buf_free(&to);
 }
 
@@ -401,7 +436,22 @@ struct lookup {
 static void lookup_work(void *arg)
 {
     struct lookup *l = arg;
-    l->result = accounts_resolve(l->s->srv->accounts, l->key, &l->local, &l->remote);
+    struct accounts *acc = l->s->srv->accounts;
+    l->result = accounts_resolve(acc, l->key, &l->local, &l->remote);
+    if (l->result != ACCOUNTS_INVALID)
+        return;
+    /* Valid SMTP, but no address an account can have (a quoted local part,
+     * an address literal): a permanent refusal, never a 4xx retried for
+     * days. */
+    const char *at = strrchr(l->key, '@');
+    char domain[SMTP_DOMAIN_MAX + 1];
+    size_t n = 0;
+    if (at)
+        for (at++; *at && n < sizeof domain - 1; at++)
+            domain[n++] = (char)(*at >= 'A' && *at <= 'Z' ? *at + 32 : *at);
+    domain[n] = '\0';
+    l->result = n && accounts_domain_is_local(acc, domain) ? ACCOUNTS_NO_SUCH_USER
+                                                            : ACCOUNTS_NOT_LOCAL;
 }
 
 static void lookup_answer(struct smtp_session *s, struct lookup *l)
@@ -427,11 +477,16 @@ static void lookup_answer(struct smtp_session *s, struct lookup *l)
         }
         reply(s, 250, "2.1.5", "Ok");
         return;
+    /* A sender with a few stale addresses is not misbehaving: refused
+     * recipients count towards the junk limit, not the error limit. */
     case ACCOUNTS_NO_SUCH_USER:
-        reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: User unknown", l->address);
+        s->junk++;
+        reply_nocount(s, 550, "5.1.1", "<%s>: Recipient address rejected: User unknown",
+                      l->address);
         return;
     case ACCOUNTS_NOT_LOCAL:
-        reply(s, 554, "5.7.1", "<%s>: Relay access denied", l->address);
+        s->junk++;
+        reply_nocount(s, 554, "5.7.1", "<%s>: Relay access denied", l->address);
         return;
     default:
         reply(s, 451, "4.3.0", "<%s>: Temporary lookup failure", l->address);
@@ -614,6 +669,21 @@ static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
     conn_printf(s->conn, "354 End data with <CR><LF>.<CR><LF>\r\n");
 }
 
+/* The message could not be kept (size limit or memory budget): answers,
+ * ends the transaction and returns true. */
+static bool message_refused(struct smtp_session *s)
+{
+    if (!s->too_big && !s->over_budget)
+        return false;
+    bool too_big = s->too_big;
+    transaction_reset(s);
+    if (too_big)
+        reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+    else
+        reply_nocount(s, 452, "4.3.1", "Insufficient system storage, try again later");
+    return true;
+}
+
 static void data_finished(struct smtp_session *s)
 {
     s->phase = PHASE_COMMAND;
@@ -622,11 +692,8 @@ static void data_finished(struct smtp_session *s)
         reply(s, 550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF");
         return;
     }
-    if (s->too_big) {
-        transaction_reset(s);
-        reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+    if (message_refused(s))
         return;
-    }
     message_complete(s);
 }
 
@@ -664,11 +731,8 @@ static void bdat_chunk_done(struct smtp_session *s)
         refuse_message(s, s->bdat_refusal);
         return;
     }
-    if (s->too_big) {
-        transaction_reset(s);
-        reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+    if (message_refused(s))
         return;
-    }
     if (s->bdat_last) {
         message_complete(s);
         return;
@@ -697,13 +761,20 @@ static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd)
         session_close(s);
 }
 
+/* Counts a command that does not move towards a message; true (and the
+ * session closing) when there have been too many. */
+static bool junk_exceeded(struct smtp_session *s)
+{
+    if (++s->junk <= SMTP_JUNK_LIMIT)
+        return false;
+    reply(s, 421, "4.7.0", "%s Error: too many commands without a message", hostname(s));
+    return true;
+}
+
 static void cmd_junk(struct smtp_session *s, int code, const char *enhanced, const char *text)
 {
-    if (++s->junk > SMTP_JUNK_LIMIT) {
-        reply(s, 421, "4.7.0", "%s Error: too many commands without a message", hostname(s));
-        return;
-    }
-    reply(s, code, enhanced, "%s", text);
+    if (!junk_exceeded(s))
+        reply(s, code, enhanced, "%s", text);
 }
 
 static void handle_command(struct smtp_session *s, const char *line, size_t len)
@@ -714,12 +785,24 @@ static void handle_command(struct smtp_session *s, const char *line, size_t len)
         return;
     }
     log_trace("smtp[%s]: command %.*s", s->id, (int)(len > 80 ? 80 : len), line);
-    if (cmd.verb != SMTP_QUIT && stop_if_shutting_down(s))
+    /* After SIGTERM a transaction already under way may finish (its 250 is
+     * followed by the 421); anything else is refused. */
+    if (cmd.verb != SMTP_QUIT && !(s->in_mail && cmd.verb != SMTP_RSET) &&
+        stop_if_shutting_down(s))
         return;
     switch (cmd.verb) {
-    case SMTP_HELO: cmd_helo(s, &cmd, false); break;
-    case SMTP_EHLO: cmd_helo(s, &cmd, true); break;
-    case SMTP_MAIL: cmd_mail(s, &cmd); break;
+    case SMTP_HELO:
+    case SMTP_EHLO:
+    case SMTP_MAIL:
+        /* Counted as junk until a message is accepted: a client that loops
+         * over EHLO or MAIL without ever sending is going nowhere. */
+        if (junk_exceeded(s))
+            break;
+        if (cmd.verb == SMTP_MAIL)
+            cmd_mail(s, &cmd);
+        else
+            cmd_helo(s, &cmd, cmd.verb == SMTP_EHLO);
+        break;
     case SMTP_RCPT: cmd_rcpt(s, &cmd); break;
     case SMTP_DATA: cmd_data(s, &cmd); break;
     case SMTP_BDAT: cmd_bdat(s, &cmd); break;
@@ -753,14 +836,22 @@ static bool process_data(struct smtp_session *s)
     const char *in = conn_input(s->conn, &avail);
     if (avail == 0)
         return false;
-    size_t used = smtp_data_feed(&s->dec, in, avail, s->too_big ? NULL : &s->msg);
+    bool keep = !s->too_big && !s->over_budget && message_budget(s, avail);
+    size_t before = s->msg.len;
+    size_t used = smtp_data_feed(&s->dec, in, avail, keep ? &s->msg : NULL);
     conn_consume(s->conn, used);
+    if (keep) {
+        /* the decoder may produce fewer octets than it read (dot-stuffing) */
+        size_t unused = avail - (s->msg.len - before);
+        buffered_total -= unused;
+        s->budgeted -= unused;
+    }
     uint64_t limit = s->srv->settings->message_size_limit;
     /* out_failed: memory ran out while appending; refuse rather than store a
      * truncated message. */
     if (!s->too_big && ((limit && s->dec.octets > limit) || s->dec.out_failed)) {
         s->too_big = true;
-        buf_free(&s->msg);
+        message_drop(s);
     }
     if (s->dec.done)
         data_finished(s);
@@ -776,13 +867,13 @@ static bool process_bdat(struct smtp_session *s)
             return false;
         size_t n = avail < s->bdat_left ? avail : (size_t)s->bdat_left;
         uint64_t limit = s->srv->settings->message_size_limit;
-        if (!s->bdat_discard && !s->too_big) {
+        if (!s->bdat_discard && !s->too_big && !s->over_budget) {
             if (limit && s->msg.len + n > limit) {
                 s->too_big = true;
-                buf_free(&s->msg);
-            } else if (buf_append(&s->msg, in, n) < 0) {
+                message_drop(s);
+            } else if (message_budget(s, n) && buf_append(&s->msg, in, n) < 0) {
                 s->too_big = true; /* out of memory: refuse rather than crash */
-                buf_free(&s->msg);
+                message_drop(s);
             }
         }
         conn_consume(s->conn, n);
@@ -925,8 +1016,7 @@ void smtp_shutdown(struct server *srv)
             s->phase = PHASE_CLOSING;
             conn_abort(s->conn);
         }
-        /* In a transaction: the next command, or the end of the message,
-         * gets the 421. */
+        /* In a transaction: it may finish; the 421 follows its reply. */
     }
 }
 

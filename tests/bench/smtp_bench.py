@@ -34,6 +34,9 @@ def run(args):
     settings = {"LOG_LEVEL": args.log_level}
     d = helpers.Daemon(settings, name="bench")
     d.settings.pop("WORKER_THREADS")  # the daemon's default
+    for item in args.set:
+        name, _, value = item.partition("=")
+        d.settings[name] = value
     d.write_settings()
     try:
         d.start()
@@ -89,6 +92,8 @@ def main():
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--size", type=int, default=10240)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a posthornd setting for this run, e.g. WORKER_THREADS=8")
     args = ap.parse_args()
     for p in (helpers.posthornd_path(), helpers.setup_path()):
         if not os.access(p, os.X_OK):
