@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 20
 
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -MMD -MP \
                 -Icore -Ifilters
-LIBS = -lev -lssl -lcrypto -lsqlite3 -lcrypt -lpthread
+LIBS = -lev -lssl -lcrypto -lsqlite3 -lcrypt -lunbound -lpthread
 
 ifeq ($(SAN),1)
   OPT      = -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

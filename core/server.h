@@ -8,7 +8,10 @@
 #include <ev.h>
 
 #include "accounts.h"
+#include "dns.h"
+#include "listener.h"
 #include "mailstore.h"
+#include "queue.h"
 #include "settings.h"
 #include "tls.h"
 #include "workers.h"
@@ -20,6 +23,10 @@ struct server {
     struct workers *workers;
     struct accounts *accounts;
     struct mailstore *store;
+    struct dns *dns;
+    struct queue *queue;                    /* the outbound queue's storage */
+    struct queue_runner *runner;            /* its scheduler */
+    const struct listener *smtp_listener;   /* port 25, for mail-loop detection */
     bool stopping;             /* SIGTERM received: finish what is in flight */
 };
 

@@ -78,6 +78,9 @@ static int parse_log_level(const char *value, int *out)
 static bool check_hostname(const char *v);
 static bool check_address(const char *v);
 static bool check_resolver(const char *v);
+static bool check_hostport(const char *v);
+static bool check_relay_host(const char *v);
+static bool check_secret(const char *v);
 
 #define PATH_ROW(n, d, f) { .name = n, .def = d, .kind = K_PATH, FIELD(f) }
 #define LISTEN_ROW(n, d, f) { .name = n, .def = d, .kind = K_LISTEN, FIELD(f) }
@@ -128,6 +131,20 @@ static const struct setting_def table[] = {
     BOOL_ROW("ENABLE_IMAP", "1", enable_imap),
     BOOL_ROW("ENABLE_POP3", "1", enable_pop3),
     BOOL_ROW("SPOOF_PROTECTION", "0", spoof_protection),
+
+    STRING_ROW("DEFAULT_RELAY_HOST", "", default_relay_host, check_hostport,
+               "empty, [host]:port or host:port"),
+    STRING_ROW("RELAY_HOST", "", relay_host, check_relay_host,
+               "empty or a host name or IP address"),
+    UINT_ROW("RELAY_PORT", "25", relay_port, 1, 65535),
+    STRING_ROW("RELAY_USER", "", relay_user, check_secret, "text without control characters"),
+    STRING_ROW("RELAY_PASSWORD", "", relay_password, check_secret,
+               "text without control characters"),
+    BOOL_ROW("RELAY_TLS_VERIFY", "1", relay_tls_verify),
+    UINT_ROW("QUEUE_LIFETIME", "432000", queue_lifetime, 60, 31536000),
+    UINT_ROW("QUEUE_DELAY_WARNING", "14400", queue_delay_warning, 0, 31536000),
+    UINT_ROW("OUTBOUND_MAX_CONNECTIONS", "100", outbound_max_connections, 1, 10000),
+    UINT_ROW("OUTBOUND_MAX_PER_DESTINATION", "20", outbound_max_per_destination, 1, 1000),
 
     UINT_ROW("DMS_VMAIL_UID", "5000", vmail_uid, 0, 4294967294u),
     UINT_ROW("DMS_VMAIL_GID", "5000", vmail_gid, 0, 4294967294u),
@@ -227,6 +244,48 @@ static bool check_address(const char *v)
     if (strlen(v) > 254 || has_control(v))
         return false;
     return strpbrk(v, " \t<>,;\"") == NULL;
+}
+
+/* A relay host: a host name or an IP address, with or without brackets. */
+static bool check_relay_host(const char *v)
+{
+    size_t n = strlen(v);
+    if (n >= 2 && v[0] == '[' && v[n - 1] == ']') {
+        char inner[256];
+        if (n - 2 >= sizeof inner)
+            return false;
+        memcpy(inner, v + 1, n - 2);
+        inner[n - 2] = '\0';
+        unsigned char addr[16];
+        return check_hostname(inner) || inet_pton(AF_INET, inner, addr) == 1 ||
+               inet_pton(AF_INET6, inner, addr) == 1;
+    }
+    unsigned char addr[16];
+    return check_hostname(v) || inet_pton(AF_INET6, v, addr) == 1;
+}
+
+static bool parse_port(const char *p);
+
+/* DEFAULT_RELAY_HOST: "[host]:port", "host:port", "[host]" or "host". */
+static bool check_hostport(const char *v)
+{
+    char host[300];
+    const char *colon = v[0] == '[' ? strstr(v, "]:") : strrchr(v, ':');
+    if (v[0] == '[' && colon)
+        colon++;
+    size_t hlen = colon ? (size_t)(colon - v) : strlen(v);
+    if (hlen == 0 || hlen >= sizeof host)
+        return false;
+    memcpy(host, v, hlen);
+    host[hlen] = '\0';
+    if (colon && !parse_port(colon + 1))
+        return false;
+    return check_relay_host(host);
+}
+
+static bool check_secret(const char *v)
+{
+    return strlen(v) <= 255 && !has_control(v);
 }
 
 static bool parse_port(const char *p)

@@ -64,6 +64,18 @@ struct settings {
     uid_t vmail_uid;           /* DMS_VMAIL_UID 5000 */
     gid_t vmail_gid;           /* DMS_VMAIL_GID 5000 */
 
+    /* Outbound delivery and relays (docker-mailserver's names). */
+    char *default_relay_host;  /* DEFAULT_RELAY_HOST "" or [host]:port: every message goes there */
+    char *relay_host;          /* RELAY_HOST "" or host: mail from non-excluded domains */
+    unsigned relay_port;       /* RELAY_PORT 25 */
+    char *relay_user;          /* RELAY_USER "" */
+    char *relay_password;      /* RELAY_PASSWORD "" */
+    bool relay_tls_verify;     /* RELAY_TLS_VERIFY 1: verify the relay's certificate */
+    unsigned queue_lifetime;   /* QUEUE_LIFETIME 432000 seconds (5 days), then bounce */
+    unsigned queue_delay_warning; /* QUEUE_DELAY_WARNING 14400 seconds (4 hours); 0 = never */
+    unsigned outbound_max_connections;     /* OUTBOUND_MAX_CONNECTIONS 100 */
+    unsigned outbound_max_per_destination; /* OUTBOUND_MAX_PER_DESTINATION 20 */
+
     /* posthorn's own limits. */
     unsigned max_connections;        /* MAX_CONNECTIONS 1000 (all listeners together) */
     unsigned max_connections_per_ip; /* MAX_CONNECTIONS_PER_IP 50 */
