@@ -29,7 +29,16 @@ typedef void (*auth_done_fn)(void *arg, enum auth_result result, const char *add
 int auth_login(struct server *srv, const char *client_addr, const char *user,
                const char *password, auth_done_fn done, void *arg);
 
+/* The same, naming the protocol in the log line ("auth: pop3 login ok
+ * user=... client=..."); proto is a static string or NULL. */
+int auth_login_proto(struct server *srv, const char *proto, const char *client_addr,
+                     const char *user, const char *password, auth_done_fn done, void *arg);
+
 /* Failures recorded for an address (tests, logging). */
 unsigned auth_failures(const char *client_addr);
+
+/* Tests: the unit of the failure delays in seconds (1.0 by default: 1 s,
+ * 2 s, 4 s, 8 s); a unit test uses a small one to run the throttle quickly. */
+void auth_set_delay_unit(double seconds);
 
 #endif

@@ -14,6 +14,7 @@
 #include "listener.h"
 #include "log.h"
 #include "mailstore.h"
+#include "pop3_server.h"
 #include "privileges.h"
 #include "server.h"
 #include "settings.h"
@@ -27,6 +28,7 @@ struct daemon {
     struct server srv;
     struct settings settings;
     struct listener *smtp;
+    struct listener *pop3, *pop3s;
     ev_signal sigterm, sigint, sighup;
     ev_timer drain;
     ev_tstamp drain_deadline;
@@ -44,15 +46,16 @@ static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct daemon *d = w->data;
-    if (smtp_session_count() == 0 && conn_count() == 0 &&
+    if (smtp_session_count() == 0 && pop3_session_count() == 0 && conn_count() == 0 &&
         workers_pending(d->srv.workers) == 0) {
         ev_break(loop, EVBREAK_ALL);
         return;
     }
     if (!d->aborted && ev_now(loop) >= d->drain_deadline) {
         log_warn("shutdown: %u sessions still open after %.0f s; closing them",
-                 smtp_session_count(), DRAIN_SECONDS);
+                 smtp_session_count() + pop3_session_count(), DRAIN_SECONDS);
         smtp_abort_all();
+        pop3_abort_all();
         d->aborted = true;
     }
 }
@@ -64,9 +67,14 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     if (d->srv.stopping)
         return;
     log_info("shutdown: signal %d, no longer accepting; finishing %u sessions", w->signum,
-             smtp_session_count());
+             smtp_session_count() + pop3_session_count());
     listener_stop(d->smtp);
+    if (d->pop3)
+        listener_stop(d->pop3);
+    if (d->pop3s)
+        listener_stop(d->pop3s);
     smtp_shutdown(&d->srv);
+    pop3_shutdown(&d->srv);
     d->drain_deadline = ev_now(loop) + DRAIN_SECONDS;
     ev_timer_init(&d->drain, on_drain_tick, 0., 0.05);
     d->drain.data = d;
@@ -123,8 +131,14 @@ static int start(struct daemon *d, char *err, size_t errlen)
     note_unserved("SUBMISSION_LISTEN", s->submission_listen);
     note_unserved("IMAP_LISTEN", s->enable_imap ? s->imap_listen : NULL);
     note_unserved("IMAPS_LISTEN", s->enable_imap ? s->imaps_listen : NULL);
-    note_unserved("POP3_LISTEN", s->enable_pop3 ? s->pop3_listen : NULL);
-    note_unserved("POP3S_LISTEN", s->enable_pop3 ? s->pop3s_listen : NULL);
+    if (s->enable_pop3) {
+        d->pop3 = listener_open("POP3_LISTEN", s->pop3_listen, err, errlen);
+        if (!d->pop3)
+            return -1;
+        d->pop3s = listener_open("POP3S_LISTEN", s->pop3s_listen, err, errlen);
+        if (!d->pop3s)
+            return -1;
+    }
 
     if (privileges_drop(s->vmail_uid, s->vmail_gid, err, errlen) < 0)
         return -1;
@@ -144,11 +158,17 @@ static int start(struct daemon *d, char *err, size_t errlen)
     workers_submit(d->srv.workers, cleanup_work, NULL, &d->srv);
 
     listener_start(d->smtp, d->srv.loop, smtp_accept, &d->srv);
+    if (d->pop3)
+        listener_start(d->pop3, d->srv.loop, pop3_accept, &d->srv);
+    if (d->pop3s)
+        listener_start(d->pop3s, d->srv.loop, pop3s_accept, &d->srv);
     watch_signal(d, &d->sigterm, SIGTERM, on_stop_signal);
     watch_signal(d, &d->sigint, SIGINT, on_stop_signal);
     watch_signal(d, &d->sighup, SIGHUP, on_sighup);
-    log_info("posthornd ready: %s, SMTP on %s (%zu sockets), uid %u",
-             s->hostname, s->smtp_listen, listener_socket_count(d->smtp), (unsigned)geteuid());
+    log_info("posthornd ready: %s, SMTP on %s (%zu sockets), POP3 on %zu+%zu sockets, uid %u",
+             s->hostname, s->smtp_listen, listener_socket_count(d->smtp),
+             d->pop3 ? listener_socket_count(d->pop3) : 0,
+             d->pop3s ? listener_socket_count(d->pop3s) : 0, (unsigned)geteuid());
     return 0;
 }
 
@@ -158,6 +178,10 @@ static void stop(struct daemon *d)
         workers_destroy(d->srv.workers);
     if (d->smtp)
         listener_free(d->smtp);
+    if (d->pop3)
+        listener_free(d->pop3);
+    if (d->pop3s)
+        listener_free(d->pop3s);
     if (d->srv.store)
         mailstore_close(d->srv.store);
     if (d->srv.accounts)

@@ -466,3 +466,30 @@ def split_stored(data):
     m = re.match(rb"(Received: [^\r]*(?:\r\n[ \t][^\r]*)*)\r\n", rest)
     assert m, "no Received header after Return-Path: %r" % data[:300]
     return first, m.group(1), rest[m.end():]
+
+
+# --------------------------------------------------------------------------
+# POP3
+
+def pop3_settings(settings=None):
+    """Settings for a daemon that serves POP3 (STLS) and POP3S on free
+    loopback ports; read them back with listen_port()."""
+    out = {"ENABLE_POP3": "1",
+           "POP3_LISTEN": "127.0.0.1:%d" % free_port(),
+           "POP3S_LISTEN": "127.0.0.1:%d" % free_port()}
+    if settings:
+        out.update(settings)
+    return out
+
+
+def listen_port(d, setting):
+    """The port of a daemon's single-address *_LISTEN setting."""
+    return int(d.settings[setting].rsplit(":", 1)[1])
+
+
+def insecure_tls_context():
+    """A client context that accepts the daemon's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
