@@ -7,15 +7,18 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+
 #include <stdint.h>
+
+#include "sasl.h"
 
 /* RFC 2449 4: a command line is at most 255 octets. Counted here without
  * the CRLF (two octets of leniency for clients that count differently). */
 #define POP3_LINE_MAX        255
 /* RFC 5034 4: a SASL response line may exceed the command limit. */
 #define POP3_SASL_LINE_MAX   2048
-#define POP3_USER_MAX        320    /* ACCOUNTS_ADDR_MAX */
-#define POP3_PASS_MAX        1024
+#define POP3_USER_MAX        SASL_USER_MAX
+#define POP3_PASS_MAX        SASL_PASS_MAX
 /* Message numbers beyond this cannot name a message of any maildrop. */
 #define POP3_MSGNUM_MAX      2000000000u
 
@@ -66,18 +69,5 @@ int pop3_parse_pass(const char *args, size_t len, char *out, size_t outlen,
  * initial response was given. Returns 0 or -1 (no mechanism). */
 int pop3_parse_auth(const char *args, size_t len, const char **mech, size_t *mech_len,
                     const char **ir, size_t *ir_len, const char **reason);
-
-/* Strict base64 (RFC 4648, padding required, no whitespace). Writes at most
- * outlen octets. Returns the decoded length, or -1. "=" alone (SASL's empty
- * response) decodes to 0 octets. */
-long pop3_base64_decode(const char *in, size_t len, unsigned char *out, size_t outlen);
-
-/* A SASL PLAIN response (RFC 4616), base64 as sent: authzid NUL authcid NUL
- * passwd. authcid and passwd must be non-empty and free of NULs; authzid
- * must be empty or equal to authcid (ignoring case: no proxy logins).
- * user gets authcid (outlen > POP3_USER_MAX), pass the password
- * (passlen > POP3_PASS_MAX). Returns 0 or -1. */
-int pop3_parse_sasl_plain(const char *b64, size_t len, char *user, size_t userlen,
-                          char *pass, size_t passlen, const char **reason);
 
 #endif

@@ -440,7 +440,7 @@ static void sasl_plain(struct pop3_session *s, const char *b64, size_t len)
 {
     char user[POP3_USER_MAX + 1], pass[POP3_PASS_MAX + 1];
     const char *reason;
-    if (pop3_parse_sasl_plain(b64, len, user, sizeof user, pass, sizeof pass, &reason) < 0) {
+    if (sasl_plain_parse(b64, len, user, sizeof user, pass, sizeof pass, &reason) < 0) {
         err(s, "%s", reason);
         return;
     }

@@ -54,7 +54,7 @@ static void one_args(const char *args, size_t len)
             abort();
         if (ir && (ir < args || ir + ir_len > args + len))
             abort();
-        if (ir && pop3_parse_sasl_plain(ir, ir_len, user, sizeof user, pass, sizeof pass,
+        if (ir && sasl_plain_parse(ir, ir_len, user, sizeof user, pass, sizeof pass,
                                         &reason) == 0) {
             if (!user[0] || !pass[0])
                 abort();
@@ -62,10 +62,10 @@ static void one_args(const char *args, size_t len)
     } else {
         check_reason(reason);
     }
-    if (pop3_parse_sasl_plain(args, len, user, sizeof user, pass, sizeof pass, &reason) < 0)
+    if (sasl_plain_parse(args, len, user, sizeof user, pass, sizeof pass, &reason) < 0)
         check_reason(reason);
     unsigned char out[64];
-    long n = pop3_base64_decode(args, len, out, sizeof out);
+    long n = sasl_base64_decode(args, len, out, sizeof out);
     if (n > (long)sizeof out)
         abort();
 }

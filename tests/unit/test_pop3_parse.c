@@ -173,64 +173,6 @@ TEST(auth_arguments)
     CHECK_INT(pop3_parse_auth("PLAIN a b", 9, &mech, &mlen, &ir, &irlen, &reason), -1);
 }
 
-static long b64(const char *in, unsigned char *out, size_t outlen)
-{
-    return pop3_base64_decode(in, strlen(in), out, outlen);
-}
-
-TEST(base64)
-{
-    unsigned char out[16];
-    CHECK_INT(b64("aGVsbG8=", out, sizeof out), 5);
-    CHECK(memcmp(out, "hello", 5) == 0);
-    CHECK_INT(b64("aGk=", out, sizeof out), 2);
-    CHECK_INT(b64("YQ==", out, sizeof out), 1);
-    CHECK_INT(out[0], 'a');
-    CHECK_INT(b64("YWJj", out, sizeof out), 3);
-    CHECK_INT(b64("=", out, sizeof out), 0);
-    CHECK_INT(b64("", out, sizeof out), 0);
-    CHECK_INT(b64("YQ=", out, sizeof out), -1);      /* length */
-    CHECK_INT(b64("Y===", out, sizeof out), -1);     /* too much padding */
-    CHECK_INT(b64("YQ==YWJj", out, sizeof out), -1); /* padding in the middle */
-    CHECK_INT(b64("YR==", out, sizeof out), -1);     /* non-canonical bits */
-    CHECK_INT(b64("YW J", out, sizeof out), -1);
-    CHECK_INT(b64("YW\nJ", out, sizeof out), -1);
-    CHECK_INT(b64("aGVsbG8=", out, 4), -1);          /* output too small */
-}
-
-static int plain(const char *b64text, char *user, char *pass, const char **reason)
-{
-    return pop3_parse_sasl_plain(b64text, strlen(b64text), user, POP3_USER_MAX + 1, pass,
-                                 POP3_PASS_MAX + 1, reason);
-}
-
-TEST(sasl_plain)
-{
-    char user[POP3_USER_MAX + 1], pass[POP3_PASS_MAX + 1];
-    const char *reason;
-    /* "\0a@b.c\0pw" */
-    CHECK_INT(plain("AGFAYi5jAHB3", user, pass, &reason), 0);
-    CHECK_STR(user, "a@b.c");
-    CHECK_STR(pass, "pw");
-    /* "A@B.C\0a@b.c\0pw": authzid equal ignoring case */
-    CHECK_INT(plain("QUBCLkMAYUBiLmMAcHc=", user, pass, &reason), 0);
-    CHECK_STR(user, "a@b.c");
-    /* "x@b.c\0a@b.c\0pw": another identity */
-    CHECK_INT(plain("eEBiLmMAYUBiLmMAcHc=", user, pass, &reason), -1);
-    CHECK(strstr(reason, "[AUTH]") != NULL);
-    /* "a@b.c\0pw" (one NUL) */
-    CHECK_INT(plain("YUBiLmMAcHc=", user, pass, &reason), -1);
-    /* "\0a@b.c\0" (empty password) */
-    CHECK_INT(plain("AGFAYi5jAA==", user, pass, &reason), -1);
-    /* "\0\0pw" (empty user) */
-    CHECK_INT(plain("AABwdw==", user, pass, &reason), -1);
-    /* "\0a\0p\0w" (three NULs) */
-    CHECK_INT(plain("AGEAcAB3", user, pass, &reason), -1);
-    CHECK_INT(plain("=", user, pass, &reason), -1);
-    CHECK_INT(plain("not base64!", user, pass, &reason), -1);
-    CHECK_STR(reason, "Invalid base64 data");
-}
-
 int main(void)
 {
     RUN(verbs_case_insensitive);
@@ -241,7 +183,5 @@ int main(void)
     RUN(user_argument);
     RUN(pass_argument);
     RUN(auth_arguments);
-    RUN(base64);
-    RUN(sasl_plain);
     return test_summary();
 }
