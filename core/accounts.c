@@ -1,5 +1,6 @@
 #include "accounts.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -35,6 +36,15 @@ static const char *const migrations[] = {
     " domain TEXT NOT NULL REFERENCES domains(name),"
     " PRIMARY KEY(source, target)) WITHOUT ROWID;"
     "CREATE INDEX aliases_domain ON aliases(domain);",
+    /* 2: relays chosen by the sender's domain (setup relay ...). The relay
+     * password must be given to the relay in AUTH, so it is stored as it
+     * is, not hashed — as docker-mailserver's postfix-sasl-password.cf
+     * does; accounts.db is mode 0600 and owned by the mail user. */
+    "CREATE TABLE relay_domains(domain TEXT PRIMARY KEY NOT NULL,"
+    " host TEXT NOT NULL, port INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE relay_auth(domain TEXT PRIMARY KEY NOT NULL,"
+    " user TEXT NOT NULL, password TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE relay_excluded(domain TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -45,6 +55,8 @@ enum stmt_id {
     ST_USER_EXISTS, ST_USER_HASH, ST_USER_INSERT, ST_USER_SET_HASH,
     ST_USER_DELETE, ST_USER_LIST,
     ST_DOMAIN_EXISTS, ST_DOMAIN_ADD, ST_DOMAIN_GC,
+    ST_RELAY_DOMAIN_SET, ST_RELAY_AUTH_SET, ST_RELAY_EXCLUDE,
+    ST_RELAY_DOMAIN_GET, ST_RELAY_AUTH_GET, ST_RELAY_EXCLUDED_GET, ST_RELAY_LIST,
     ST_COUNT
 };
 
@@ -70,6 +82,20 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DOMAIN_GC] = "DELETE FROM domains WHERE name = ?1"
                      " AND NOT EXISTS (SELECT 1 FROM users WHERE domain = ?1)"
                      " AND NOT EXISTS (SELECT 1 FROM aliases WHERE domain = ?1)",
+    [ST_RELAY_DOMAIN_SET] = "INSERT OR REPLACE INTO relay_domains(domain, host, port)"
+                            " VALUES (?1, ?2, ?3)",
+    [ST_RELAY_AUTH_SET] = "INSERT OR REPLACE INTO relay_auth(domain, user, password)"
+                          " VALUES (?1, ?2, ?3)",
+    [ST_RELAY_EXCLUDE] = "INSERT OR IGNORE INTO relay_excluded(domain) VALUES (?1)",
+    [ST_RELAY_DOMAIN_GET] = "SELECT host, port FROM relay_domains WHERE domain = ?1",
+    [ST_RELAY_AUTH_GET] = "SELECT user, password FROM relay_auth WHERE domain = ?1",
+    [ST_RELAY_EXCLUDED_GET] = "SELECT 1 FROM relay_excluded WHERE domain = ?1",
+    [ST_RELAY_LIST] = "SELECT line FROM ("
+                      " SELECT domain AS d, 1 AS k, domain || ' relay ' || host || ':' || port"
+                      "  AS line FROM relay_domains"
+                      " UNION ALL SELECT domain, 2, domain || ' auth ' || user FROM relay_auth"
+                      " UNION ALL SELECT domain, 3, domain || ' excluded' FROM relay_excluded)"
+                      " ORDER BY d, k",
 };
 
 struct accounts {
@@ -922,4 +948,193 @@ enum accounts_result accounts_alias_del(struct accounts *a, const char *alias, c
         r = domain_gc(a, domain_of(src), err, errlen);
     }
     return finish(a, r, err, errlen);
+}
+
+/* ------------------------------------------------------------------ */
+/* Relays                                                               */
+
+static enum accounts_result invalid_domain(const char *domain, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "invalid domain: %.*s", ACCOUNTS_DOMAIN_MAX, domain ? domain : "(none)");
+    return ACCOUNTS_INVALID;
+}
+
+static bool is_ip_literal(const char *s)
+{
+    unsigned char tmp[16];
+    return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
+}
+
+/* A relay host: an IP literal, or a host name of LDH labels (a single
+ * label is allowed: containers name each other that way). */
+static bool relay_host_valid(const char *h)
+{
+    size_t len = strnlen(h, ACCOUNTS_DOMAIN_MAX + 1);
+    if (len == 0 || len > ACCOUNTS_DOMAIN_MAX)
+        return false;
+    if (is_ip_literal(h))
+        return true;
+    size_t label = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = h[i];
+        if (c == '.') {
+            if (label == 0 || h[i - 1] == '-')
+                return false;
+            label = 0;
+        } else if (!is_alnum_ascii(c) && !(c == '-' && label > 0)) {
+            return false;
+        } else if (++label > 63) {
+            return false;
+        }
+    }
+    return label > 0 && h[len - 1] != '-';
+}
+
+/* Runs one relay write (statement with up to three parameters, the third
+ * text or, when p3 is NULL, the integer n) in a transaction. */
+static enum accounts_result relay_write(struct accounts *a, enum stmt_id id, const char *p1,
+                                        const char *p2, const char *p3, long n, char *err,
+                                        size_t errlen)
+{
+    if (!begin_write(a, err, errlen))
+        return ACCOUNTS_ERROR;
+    sqlite3_stmt *st = stmt(a, id);
+    bind_text(st, 1, p1);
+    bind_text(st, 2, p2);
+    if (p3)
+        bind_text(st, 3, p3);
+    else if (sqlite3_bind_parameter_count(st) >= 3)
+        sqlite3_bind_int64(st, 3, n);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    enum accounts_result r = ACCOUNTS_OK;
+    if (rc != SQLITE_DONE) {
+        log_db_error(a, "relay update");
+        set_db_err(a, "relay update", err, errlen);
+        r = ACCOUNTS_ERROR;
+    }
+    return finish(a, r, err, errlen);
+}
+
+enum accounts_result accounts_relay_add_domain(struct accounts *a, const char *domain,
+                                               const char *host, unsigned port, char *err,
+                                               size_t errlen)
+{
+    char d[ACCOUNTS_DOMAIN_MAX + 1];
+    if (!accounts_normalize_domain(domain, d, sizeof d, NULL))
+        return invalid_domain(domain, err, errlen);
+    if (!host || !relay_host_valid(host)) {
+        snprintf(err, errlen, "invalid relay host: %.*s", ACCOUNTS_DOMAIN_MAX,
+                 host ? host : "(none)");
+        return ACCOUNTS_INVALID;
+    }
+    if (port == 0 || port > 65535) {
+        snprintf(err, errlen, "invalid port: %u", port);
+        return ACCOUNTS_INVALID;
+    }
+    char h[ACCOUNTS_DOMAIN_MAX + 1];
+    copy_lower(host, strlen(host), h, NULL);
+    return relay_write(a, ST_RELAY_DOMAIN_SET, d, h, NULL, (long)port, err, errlen);
+}
+
+enum accounts_result accounts_relay_add_auth(struct accounts *a, const char *domain,
+                                             const char *user, const char *password, char *err,
+                                             size_t errlen)
+{
+    char d[ACCOUNTS_DOMAIN_MAX + 1];
+    if (!accounts_normalize_domain(domain, d, sizeof d, NULL))
+        return invalid_domain(domain, err, errlen);
+    if (!user || !*user || strlen(user) >= ACCOUNTS_RELAY_SECRET_MAX) {
+        snprintf(err, errlen, "invalid relay user (1 to %d characters)",
+                 ACCOUNTS_RELAY_SECRET_MAX - 1);
+        return ACCOUNTS_INVALID;
+    }
+    if (!password || !*password || strlen(password) >= ACCOUNTS_RELAY_SECRET_MAX) {
+        snprintf(err, errlen, "invalid relay password (1 to %d characters)",
+                 ACCOUNTS_RELAY_SECRET_MAX - 1);
+        return ACCOUNTS_INVALID;
+    }
+    return relay_write(a, ST_RELAY_AUTH_SET, d, user, password, 0, err, errlen);
+}
+
+enum accounts_result accounts_relay_exclude_domain(struct accounts *a, const char *domain,
+                                                   char *err, size_t errlen)
+{
+    char d[ACCOUNTS_DOMAIN_MAX + 1];
+    if (!accounts_normalize_domain(domain, d, sizeof d, NULL))
+        return invalid_domain(domain, err, errlen);
+    return relay_write(a, ST_RELAY_EXCLUDE, d, NULL, NULL, 0, err, errlen);
+}
+
+static void copy_column(sqlite3_stmt *st, int col, char *out, size_t outlen)
+{
+    const char *v = (const char *)sqlite3_column_text(st, col);
+    snprintf(out, outlen, "%s", v ? v : "");
+}
+
+/* Steps a lookup statement; returns SQLITE_ROW, SQLITE_DONE or an error. */
+static int relay_step(struct accounts *a, enum stmt_id id, const char *domain)
+{
+    sqlite3_stmt *st = stmt(a, id);
+    bind_text(st, 1, domain);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        log_db_error(a, stmt_sql[id]);
+    return rc;
+}
+
+static int relay_lookup_locked(struct accounts *a, const char *d, struct accounts_relay *out)
+{
+    int rc = relay_step(a, ST_RELAY_DOMAIN_GET, d);
+    if (rc == SQLITE_ROW) {
+        sqlite3_stmt *st = a->st[ST_RELAY_DOMAIN_GET];
+        copy_column(st, 0, out->host, sizeof out->host);
+        sqlite3_int64 port = sqlite3_column_int64(st, 1);
+        out->port = port > 0 && port <= 65535 ? (unsigned)port : 25;
+    }
+    sqlite3_reset(a->st[ST_RELAY_DOMAIN_GET]);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return -1;
+    rc = relay_step(a, ST_RELAY_AUTH_GET, d);
+    if (rc == SQLITE_ROW) {
+        copy_column(a->st[ST_RELAY_AUTH_GET], 0, out->user, sizeof out->user);
+        copy_column(a->st[ST_RELAY_AUTH_GET], 1, out->password, sizeof out->password);
+    }
+    sqlite3_reset(a->st[ST_RELAY_AUTH_GET]);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return -1;
+    rc = relay_step(a, ST_RELAY_EXCLUDED_GET, d);
+    out->excluded = rc == SQLITE_ROW;
+    sqlite3_reset(a->st[ST_RELAY_EXCLUDED_GET]);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+enum accounts_result accounts_relay_lookup(struct accounts *a, const char *domain,
+                                           struct accounts_relay *out)
+{
+    *out = (struct accounts_relay){ 0 };
+    char d[ACCOUNTS_DOMAIN_MAX + 1];
+    if (!domain || !*domain)
+        return ACCOUNTS_OK;   /* <> has no domain: nothing configured */
+    if (!accounts_normalize_domain(domain, d, sizeof d, NULL))
+        return ACCOUNTS_INVALID;
+    pthread_mutex_lock(&a->lock);
+    int rc = begin(a, false);
+    if (rc == 0) {
+        rc = relay_lookup_locked(a, d, out);
+        if (rc == 0)
+            rc = run(a, ST_COMMIT, NULL, NULL);
+        rollback(a);
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (rc < 0) {
+        *out = (struct accounts_relay){ 0 };
+        return ACCOUNTS_ERROR;
+    }
+    return ACCOUNTS_OK;
+}
+
+enum accounts_result accounts_relay_list(struct accounts *a, struct accounts_list *out)
+{
+    return list_query(a, ST_RELAY_LIST, out);
 }

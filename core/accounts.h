@@ -106,6 +106,42 @@ enum accounts_result accounts_alias_list(struct accounts *a, struct accounts_lis
  * of accounts_normalize_domain. out may be the same buffer as in. */
 bool accounts_normalize_address(const char *in, char *out, size_t outlen, bool *changed);
 
+/* Relays by sender domain (schema v2; relay.h decides with them).
+ * Passwords for relays are stored retrievable (plaintext in the 0600
+ * database), since they must be presented to the relay, as
+ * docker-mailserver's postfix-sasl-password.cf does. */
+#define ACCOUNTS_RELAY_SECRET_MAX 256
+
+struct accounts_relay {
+    char host[256];        /* "" = no relay added for the domain */
+    unsigned port;         /* with host */
+    char user[ACCOUNTS_RELAY_SECRET_MAX];      /* "" = no credentials for the domain */
+    char password[ACCOUNTS_RELAY_SECRET_MAX];
+    bool excluded;         /* setup relay exclude-domain: not through RELAY_HOST */
+};
+
+/* Sets (replacing) the relay for mail from domain: host is a host name or
+ * an IP literal (used as given, no MX lookup, like Postfix's "[host]"),
+ * port 1..65535. ACCOUNTS_INVALID with a reason for a bad argument. */
+enum accounts_result accounts_relay_add_domain(struct accounts *a, const char *domain,
+                                               const char *host, unsigned port, char *err,
+                                               size_t errlen);
+/* Sets (replacing) the credentials used for mail from domain. */
+enum accounts_result accounts_relay_add_auth(struct accounts *a, const char *domain,
+                                             const char *user, const char *password, char *err,
+                                             size_t errlen);
+/* Mail from domain does not go through RELAY_HOST. Idempotent. */
+enum accounts_result accounts_relay_exclude_domain(struct accounts *a, const char *domain,
+                                                   char *err, size_t errlen);
+/* Everything stored for domain (lowercased first); an empty result when
+ * nothing is. "" (the null sender) gives an empty result. ACCOUNTS_INVALID
+ * for a malformed domain, ACCOUNTS_ERROR on a database error (logged). */
+enum accounts_result accounts_relay_lookup(struct accounts *a, const char *domain,
+                                           struct accounts_relay *out);
+/* "domain relay host:port", "domain auth user", "domain excluded" lines,
+ * sorted by domain (no passwords). */
+enum accounts_result accounts_relay_list(struct accounts *a, struct accounts_list *out);
+
 #define ACCOUNTS_LOCAL_MAX 64
 #define ACCOUNTS_DOMAIN_MAX 253
 

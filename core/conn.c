@@ -29,7 +29,7 @@
 enum tls_state {
     TLS_NONE,       /* plaintext */
     TLS_WAIT_FLUSH, /* STARTTLS accepted: flushing the reply, input discarded */
-    TLS_ACCEPTING,  /* server handshake in progress */
+    TLS_ACCEPTING,  /* handshake in progress (server or client side) */
     TLS_UP,
 };
 
@@ -66,10 +66,13 @@ struct conn {
     bool rd_want_write;    /* SSL_read needs the socket writable */
     bool wr_want_read;     /* SSL_write needs the socket readable */
     bool wblocked;         /* last write hit EAGAIN */
+    bool client;           /* we connected: TLS handshakes are client side */
     unsigned short peer_port;
     unsigned short local_port;
     char peer_addr[INET6_ADDRSTRLEN];
     char local_addr[INET6_ADDRSTRLEN];
+    char sni[256];         /* client: the name sent and verified, "" for none */
+    char error[320];       /* why the connection broke, "" if it did not */
 };
 
 static atomic_uint live_conns;
@@ -104,6 +107,8 @@ static void out_discard(struct conn *c)
 /* Marks the connection broken: no input follows, output is dropped. */
 static void set_broken(struct conn *c)
 {
+    if (!c->error[0] && !c->closing)
+        snprintf(c->error, sizeof c->error, "connection lost");
     c->eof = true;
     c->err = true;
     out_discard(c);
@@ -228,8 +233,11 @@ static void read_plain(struct conn *c)
         take_input(c, tmp, (size_t)n);
     } else if (n == 0) {
         c->eof = true;
+        if (!c->error[0])
+            snprintf(c->error, sizeof c->error, "connection closed by peer");
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         log_debug("conn: %s: read error: %s", c->peer_addr, strerror(errno));
+        snprintf(c->error, sizeof c->error, "read error: %s", strerror(errno));
         set_broken(c);
     }
 }
@@ -259,10 +267,13 @@ static void read_tls(struct conn *c)
         }
         if (e == SSL_ERROR_ZERO_RETURN) {
             c->eof = true;
+            if (!c->error[0])
+                snprintf(c->error, sizeof c->error, "connection closed by peer");
         } else {
             char why[256];
             tls_reason(why, sizeof why, e, saved);
             log_debug("conn: %s: TLS read failed: %s", c->peer_addr, why);
+            snprintf(c->error, sizeof c->error, "TLS read failed: %s", why);
             set_broken(c);
         }
         return;
@@ -304,6 +315,7 @@ static void flush_plain(struct conn *c)
             return;
         } else {
             log_debug("conn: %s: write error: %s", c->peer_addr, strerror(errno));
+            snprintf(c->error, sizeof c->error, "write error: %s", strerror(errno));
             set_broken(c);
             return;
         }
@@ -333,6 +345,7 @@ static void flush_tls(struct conn *c)
             char why[256];
             tls_reason(why, sizeof why, e, saved);
             log_debug("conn: %s: TLS write failed: %s", c->peer_addr, why);
+            snprintf(c->error, sizeof c->error, "TLS write failed: %s", why);
             set_broken(c);
         }
         return;
@@ -355,7 +368,11 @@ static void handshake_failed(struct conn *c, int ssl_err, int saved_errno)
 {
     char why[256];
     tls_reason(why, sizeof why, ssl_err, saved_errno);
+    if (c->ssl && SSL_get_verify_result(c->ssl) != X509_V_OK)
+        snprintf(why, sizeof why, "certificate verification failed: %s",
+                 X509_verify_cert_error_string(SSL_get_verify_result(c->ssl)));
     log_info("conn: TLS handshake failed with %s: %s", c->peer_addr, why);
+    snprintf(c->error, sizeof c->error, "TLS handshake failed: %s", why);
     set_broken(c);
 }
 
@@ -381,6 +398,14 @@ static void do_handshake(struct conn *c)
         handshake_failed(c, e, saved);
 }
 
+/* SNI must not carry an address (RFC 6066 3); SSL_set1_host checks one
+ * against the certificate's IP SANs all the same. */
+static bool is_ip_literal(const char *s)
+{
+    unsigned char tmp[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
+}
+
 static int ssl_attach(struct conn *c, SSL_CTX *ctx)
 {
     c->ssl = SSL_new(ctx);
@@ -392,8 +417,24 @@ static int ssl_attach(struct conn *c, SSL_CTX *ctx)
     }
     SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                              SSL_MODE_RELEASE_BUFFERS);
-    SSL_set_accept_state(c->ssl);
+    if (!c->client) {
+        SSL_set_accept_state(c->ssl);
+        return 0;
+    }
+    SSL_set_connect_state(c->ssl);
+    if (c->sni[0] && !is_ip_literal(c->sni) && SSL_set_tlsext_host_name(c->ssl, c->sni) != 1)
+        goto fail;
+    /* Only a verifying context checks the name; opportunistic TLS (port 25)
+     * takes any certificate. */
+    if ((SSL_CTX_get_verify_mode(ctx) & SSL_VERIFY_PEER) && c->sni[0] &&
+        SSL_set1_host(c->ssl, c->sni) != 1)
+        goto fail;
     return 0;
+fail:
+    log_error("conn: %s: cannot set the TLS server name %s", c->peer_addr, c->sni);
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    return -1;
 }
 
 /* ---- closing ---- */
@@ -564,6 +605,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         set_broken(c);
     } else if (handshaking(c)) {
         log_info("conn: TLS handshake failed with %s: timed out", c->peer_addr);
+        snprintf(c->error, sizeof c->error, "TLS handshake failed: timed out");
         set_broken(c);
     } else {
         c->pend |= PEND_TIMEOUT;
@@ -640,8 +682,9 @@ static void init_watchers(struct conn *c)
     c->rio.data = c->wio.data = c->timer.data = c->defer.data = c;
 }
 
-struct conn *conn_new(struct ev_loop *loop, int fd, const struct sockaddr *peer,
-                      socklen_t peerlen, SSL_CTX *tls_ctx, conn_handler handler, void *arg)
+static struct conn *conn_create(struct ev_loop *loop, int fd, const struct sockaddr *peer,
+                                socklen_t peerlen, SSL_CTX *tls_ctx, const char *sni,
+                                conn_handler handler, void *arg)
 {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -659,6 +702,9 @@ struct conn *conn_new(struct ev_loop *loop, int fd, const struct sockaddr *peer,
     c->fd = fd;
     c->handler = handler;
     c->arg = arg;
+    c->client = sni != NULL;
+    if (sni)
+        snprintf(c->sni, sizeof c->sni, "%s", sni);
     init_addresses(c, peer, peerlen);
     init_watchers(c);
     if (tls_ctx) {
@@ -668,10 +714,24 @@ struct conn *conn_new(struct ev_loop *loop, int fd, const struct sockaddr *peer,
             return NULL;
         }
         c->tls = TLS_ACCEPTING;
+        c->hs_want_write = c->client;   /* a client speaks first: ClientHello */
     }
     atomic_fetch_add(&live_conns, 1);
     update_watchers(c);
     return c;
+}
+
+struct conn *conn_new(struct ev_loop *loop, int fd, const struct sockaddr *peer,
+                      socklen_t peerlen, SSL_CTX *tls_ctx, conn_handler handler, void *arg)
+{
+    return conn_create(loop, fd, peer, peerlen, tls_ctx, NULL, handler, arg);
+}
+
+struct conn *conn_new_client(struct ev_loop *loop, int fd, const struct sockaddr *peer,
+                             socklen_t peerlen, SSL_CTX *tls_ctx, const char *sni,
+                             conn_handler handler, void *arg)
+{
+    return conn_create(loop, fd, peer, peerlen, tls_ctx, sni ? sni : "", handler, arg);
 }
 
 /* ---- public accessors ---- */
@@ -833,6 +893,20 @@ int conn_starttls(struct conn *c, SSL_CTX *ctx)
         c->tls = TLS_WAIT_FLUSH;
     touch(c);
     return 0;
+}
+
+int conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni)
+{
+    if (!c->client)
+        return -1;
+    if (sni)
+        snprintf(c->sni, sizeof c->sni, "%s", sni);
+    return conn_starttls(c, ctx);
+}
+
+const char *conn_error(const struct conn *c)
+{
+    return c->error;
 }
 
 bool conn_is_tls(const struct conn *c)

@@ -61,6 +61,31 @@ typedef void (*conn_handler)(struct conn *c, enum conn_event ev, void *arg);
 struct conn *conn_new(struct ev_loop *loop, int fd, const struct sockaddr *peer,
                       socklen_t peerlen, SSL_CTX *tls_ctx, conn_handler handler, void *arg);
 
+/* Client side: takes ownership of an already CONNECTED socket fd (the
+ * caller did the non-blocking connect). With tls_ctx non-NULL the
+ * connection starts with a client-side TLS handshake (implicit TLS, e.g.
+ * port 465) and CONN_EV_TLS_READY follows it. sni (may be NULL or "") is
+ * the server's name: sent as SNI unless it is an IP literal, and, when
+ * tls_ctx has SSL_VERIFY_PEER, checked against the certificate
+ * (SSL_set1_host), so a wrong name fails the handshake (CONN_EV_CLOSED).
+ * Returns NULL on failure (fd closed). */
+struct conn *conn_new_client(struct ev_loop *loop, int fd, const struct sockaddr *peer,
+                             socklen_t peerlen, SSL_CTX *tls_ctx, const char *sni,
+                             conn_handler handler, void *arg);
+
+/* Client-side STARTTLS, after the server's 220: flushes pending output,
+ * discards buffered input, then runs SSL_connect with sni handled as in
+ * conn_new_client (NULL keeps the name given there). CONN_EV_TLS_READY or
+ * CONN_EV_CLOSED follows. Returns -1 when already TLS or not a client
+ * conn. */
+int conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni);
+
+/* Why the connection broke ("TLS handshake failed: certificate
+ * verification failed: ...", "connection closed by peer", "read error:
+ * ..."), or "" when it did not. Valid until the conn is freed (still
+ * readable inside the CONN_EV_CLOSED handler). */
+const char *conn_error(const struct conn *c);
+
 /* The peer's address as text ("192.0.2.1", "2001:db8::1"; IPv4-mapped IPv6
  * shown as IPv4) and port. */
 const char *conn_peer_addr(const struct conn *c);

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -32,6 +33,7 @@ struct listen_addr {
 struct listen_sock {
     ev_io io;
     int fd;
+    struct sockaddr_storage bound;   /* as bound (getsockname), for listener_is_local */
     struct listener *owner;
     char text[MAX_ITEM_LEN + 8];
 };
@@ -259,6 +261,9 @@ struct listener *listener_open(const char *setting, const char *spec, char *err,
         struct listen_sock *ls = &l->socks[l->count++];
         ls->fd = fd;
         ls->owner = l;
+        socklen_t blen = sizeof ls->bound;
+        if (getsockname(fd, (struct sockaddr *)&ls->bound, &blen) < 0)
+            ls->bound = addrs[i].ss;
         snprintf(ls->text, sizeof ls->text, "%s", addrs[i].text);
     }
     return l;
@@ -453,4 +458,78 @@ void iplimit_release(const char *addr)
         *pp = e->next;
         free(e);
     }
+}
+
+/* ---- mail-loop detection ---- */
+
+static const unsigned char v4_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+/* The address as 16 bytes (IPv4 as IPv4-mapped IPv6) and its port; false
+ * for other families. */
+static bool addr_key(const struct sockaddr *sa, unsigned char key[16], unsigned *port)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        memcpy(key, v4_prefix, 12);
+        memcpy(key + 12, &in->sin_addr, 4);
+        *port = ntohs(in->sin_port);
+        return true;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        memcpy(key, &in6->sin6_addr, 16);
+        *port = ntohs(in6->sin6_port);
+        return true;
+    }
+    return false;
+}
+
+/* Whether a wildcard socket bound to `bound` accepts connections to key:
+ * 0.0.0.0 takes IPv4 only; [::] takes both (dual-stack, as ":port" binds). */
+static bool wildcard_covers(const unsigned char bound[16], const unsigned char key[16])
+{
+    static const unsigned char zero[16] = { 0 };
+    if (memcmp(bound, zero, 16) == 0)
+        return true;
+    return memcmp(bound, v4_prefix, 12) == 0 && memcmp(bound + 12, zero, 4) == 0 &&
+           memcmp(key, v4_prefix, 12) == 0;
+}
+
+/* True when key is an address of one of this machine's interfaces. */
+static bool is_interface_address(const unsigned char key[16])
+{
+    struct ifaddrs *ifs;
+    if (getifaddrs(&ifs) < 0) {
+        log_warn("listener: getifaddrs: %s", strerror(errno));
+        return false;
+    }
+    bool found = false;
+    for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+        unsigned char k[16];
+        unsigned port;
+        if (i->ifa_addr && addr_key(i->ifa_addr, k, &port))
+            found = memcmp(k, key, 16) == 0;
+    }
+    freeifaddrs(ifs);
+    return found;
+}
+
+bool listener_is_local(const struct listener *l, const struct sockaddr *addr, unsigned port)
+{
+    unsigned char key[16];
+    unsigned ignored;
+    if (!l || !addr || !addr_key(addr, key, &ignored))
+        return false;
+    bool wildcard = false;
+    for (size_t i = 0; i < l->count; i++) {
+        unsigned char bound[16];
+        unsigned bport;
+        if (!addr_key((const struct sockaddr *)&l->socks[i].bound, bound, &bport) ||
+            bport != port)
+            continue;
+        if (memcmp(bound, key, 16) == 0)
+            return true;
+        wildcard |= wildcard_covers(bound, key);
+    }
+    return wildcard && is_interface_address(key);
 }

@@ -38,6 +38,13 @@ void listener_start(struct listener *l, struct ev_loop *loop, listener_accept_fn
 void listener_stop(struct listener *l);
 void listener_free(struct listener *l);
 
+/* Mail-loop detection: true when addr (IPv4 or IPv6; its port is
+ * ignored) with `port` reaches one of l's sockets: it equals a bound
+ * address with that port, or l has a wildcard socket on that port and
+ * addr is one of this machine's interface addresses (getifaddrs). l may be
+ * NULL (false). IPv4 and IPv4-mapped IPv6 compare equal. */
+bool listener_is_local(const struct listener *l, const struct sockaddr *addr, unsigned port);
+
 /* Connection accounting for limits. iplimit_acquire returns false when the
  * address already holds `max_per_ip` connections or the total is at
  * `max_total`; otherwise counts it. Loop-thread only. */

@@ -1,4 +1,6 @@
-/* The SMTP server session for port 25. See smtp_server.h.
+/* The SMTP server session: connections, commands and input, for port 25
+ * and the submission ports. See smtp_server.h; AUTH is in smtp_auth.c and
+ * the end of a transaction in smtp_deliver.c.
  *
  * A session is a small state machine driven by conn events. It reads one
  * command line at a time (or DATA/BDAT octets), answers it, and pauses
@@ -15,82 +17,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "conn.h"
 #include "listener.h"
 #include "log.h"
-#include "smtp_parse.h"
-
-#define SMTP_LINE_MAX     2048   /* command line, without CRLF (Postfix's line_length_limit) */
-#define SMTP_ERROR_LIMIT  10     /* error replies before the session is dropped */
-#define SMTP_JUNK_LIMIT   100    /* commands and refused recipients without a message */
-/* Messages are held in memory until they are stored; all sessions together
- * may hold this much. A message that would go over it is refused with 452
- * (the sender retries later) instead of letting many large concurrent
- * messages exhaust the machine. */
-#define SMTP_MEMORY_BUDGET ((size_t)256 << 20)
-
-enum phase {
-    PHASE_COMMAND,       /* reading command lines */
-    PHASE_DATA,          /* reading DATA until CRLF.CRLF */
-    PHASE_BDAT,          /* reading a BDAT chunk */
-    PHASE_TLS,           /* STARTTLS / implicit TLS handshake in progress */
-    PHASE_CLOSING,       /* conn_close called; nothing more is read */
-};
-
-/* Strings owned by the session, for recipients and their mailboxes. */
-struct strvec {
-    char **v;
-    size_t n, cap;
-};
-
-struct smtp_session {
-    struct server *srv;
-    struct conn *conn;                /* NULL once CONN_EV_CLOSED arrived */
-    struct smtp_session *prev, *next; /* all sessions, for SIGTERM */
-    char id[9];
-    char peer[64];
-    bool counted;                     /* holds an iplimit slot */
-    bool refused;                     /* over the connection limits: 421 and gone */
-    enum phase phase;
-    bool busy;                        /* a worker job is in flight */
-
-    bool greeted;                     /* HELO or EHLO given */
-    bool esmtp;
-    char helo[SMTP_DOMAIN_MAX + 1];
-
-    /* The mail transaction. */
-    bool in_mail;
-    struct smtp_mail_args mail;
-    struct strvec rcpts;              /* accepted forward-paths, as given */
-    struct strvec mailboxes;          /* distinct local users to deliver to */
-    bool rcpt_tried;                  /* a RCPT was attempted (for 554 vs 503) */
-    struct buf msg;                   /* the message, CRLF, unstuffed */
-    struct smtp_data_decoder dec;
-    bool too_big;
-    bool over_budget;                 /* refused: SMTP_MEMORY_BUDGET was reached */
-    size_t budgeted;                  /* octets of msg counted in buffered_total */
-    uint64_t bdat_left;               /* octets of the current chunk still to read */
-    bool bdat_last;
-    bool bdat_discard;                /* chunk read only to be thrown away */
-    int bdat_refusal;                 /* reply code for a discarded chunk: 503, 554 */
-    uint64_t bdat_chunk;              /* size of the current chunk */
-    bool bdat_used;                   /* this transaction uses BDAT (no DATA then) */
-
-    unsigned errors, junk, messages;
-    char line[SMTP_LINE_MAX + 1];
-};
+#include "smtp_session.h"
 
 static struct smtp_session *sessions;
 static unsigned session_count;
 static size_t buffered_total;         /* message octets held by all sessions */
 
-static void session_process(struct smtp_session *s);
-static void session_close(struct smtp_session *s);
 
 /* --- small helpers ---------------------------------------------------- */
 
-static void random_hex(char *out, size_t digits)
+void smtp_random_hex(char *out, size_t digits)
 {
     static const char hex[] = "0123456789ABCDEF";
     unsigned char raw[16];
@@ -108,7 +46,7 @@ static void random_hex(char *out, size_t digits)
     out[digits] = '\0';
 }
 
-static int strvec_add(struct strvec *sv, const char *str)
+int smtp_strvec_add(struct strvec *sv, const char *str)
 {
     if (sv->n == sv->cap) {
         size_t cap = sv->cap ? sv->cap * 2 : 4;
@@ -125,7 +63,7 @@ static int strvec_add(struct strvec *sv, const char *str)
     return 0;
 }
 
-static bool strvec_has(const struct strvec *sv, const char *str)
+bool smtp_strvec_has(const struct strvec *sv, const char *str)
 {
     for (size_t i = 0; i < sv->n; i++)
         if (strcmp(sv->v[i], str) == 0)
@@ -133,7 +71,7 @@ static bool strvec_has(const struct strvec *sv, const char *str)
     return false;
 }
 
-static void strvec_clear(struct strvec *sv)
+void smtp_strvec_clear(struct strvec *sv)
 {
     for (size_t i = 0; i < sv->n; i++)
         free(sv->v[i]);
@@ -142,9 +80,14 @@ static void strvec_clear(struct strvec *sv)
     sv->n = sv->cap = 0;
 }
 
-static const char *hostname(const struct smtp_session *s)
+const char *smtp_hostname(const struct smtp_session *s)
 {
     return s->srv->settings->hostname;
+}
+
+bool smtp_is_submission(const struct smtp_session *s)
+{
+    return s->svc != SMTP_SERVICE_MX;
 }
 
 /* Sends one reply line; error replies are logged. When `counts`, an error
@@ -162,20 +105,17 @@ static void vreply(struct smtp_session *s, bool counts, int code, const char *en
         return;
     log_info("smtp[%s]: %s: reply %d %s %s", s->id, s->peer, code, enhanced, text);
     if (code == 421) {
-        session_close(s);
+        smtp_session_close(s);
         return;
     }
     if (counts && ++s->errors >= SMTP_ERROR_LIMIT) {
         log_info("smtp[%s]: %s: too many errors, disconnecting", s->id, s->peer);
-        conn_printf(s->conn, "421 4.7.0 %s Error: too many errors\r\n", hostname(s));
-        session_close(s);
+        conn_printf(s->conn, "421 4.7.0 %s Error: too many errors\r\n", smtp_hostname(s));
+        smtp_session_close(s);
     }
 }
 
-static void reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
+void smtp_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -184,10 +124,7 @@ static void reply(struct smtp_session *s, int code, const char *enhanced, const 
 }
 
 /* A refusal that says nothing bad about the client. */
-static void reply_nocount(struct smtp_session *s, int code, const char *enhanced,
-                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void reply_nocount(struct smtp_session *s, int code, const char *enhanced,
+void smtp_reply_nocount(struct smtp_session *s, int code, const char *enhanced,
                           const char *fmt, ...)
 {
     va_list ap;
@@ -221,12 +158,16 @@ static bool message_budget(struct smtp_session *s, size_t more)
     return false;
 }
 
-static void transaction_reset(struct smtp_session *s)
+void smtp_transaction_reset(struct smtp_session *s)
 {
     s->in_mail = false;
     memset(&s->mail, 0, sizeof s->mail);
-    strvec_clear(&s->rcpts);
-    strvec_clear(&s->mailboxes);
+    smtp_strvec_clear(&s->rcpts);
+    smtp_strvec_clear(&s->mailboxes);
+    smtp_strvec_clear(&s->remote);
+    smtp_strvec_clear(&s->remote_orcpt);
+    free(s->remote_notify);
+    s->remote_notify = NULL;
     s->rcpt_tried = false;
     message_drop(s);
     s->too_big = false;
@@ -237,7 +178,7 @@ static void transaction_reset(struct smtp_session *s)
     s->bdat_left = 0;
 }
 
-static void session_close(struct smtp_session *s)
+void smtp_session_close(struct smtp_session *s)
 {
     if (s->phase == PHASE_CLOSING || !s->conn)
         return;
@@ -247,7 +188,7 @@ static void session_close(struct smtp_session *s)
 
 static void session_free(struct smtp_session *s)
 {
-    transaction_reset(s);
+    smtp_transaction_reset(s);
     if (s->counted)
         iplimit_release(s->peer);
     if (s->prev)
@@ -261,14 +202,14 @@ static void session_free(struct smtp_session *s)
 }
 
 /* Work went to the pool: stop reading until it is answered. */
-static void session_suspend(struct smtp_session *s)
+void smtp_session_suspend(struct smtp_session *s)
 {
     s->busy = true;
     conn_pause_read(s->conn);
 }
 
 /* Back from the pool. Returns false when the session is gone (freed). */
-static bool session_resume(struct smtp_session *s)
+bool smtp_session_resume(struct smtp_session *s)
 {
     s->busy = false;
     if (!s->conn) {
@@ -282,154 +223,26 @@ static bool session_resume(struct smtp_session *s)
 
 /* After SIGTERM a session ends at the first point where it has no
  * transaction under way. */
-static bool stop_if_shutting_down(struct smtp_session *s)
+bool smtp_stop_if_shutting_down(struct smtp_session *s)
 {
     if (!s->srv->stopping)
         return false;
-    reply(s, 421, "4.3.2", "%s Service shutting down, closing transmission channel",
-          hostname(s));
+    smtp_reply(s, 421, "4.3.2", "%s Service shutting down, closing transmission channel",
+          smtp_hostname(s));
     return true;
-}
-
-/* --- the Received header and delivery ---------------------------------- */
-
-static const char *protocol_name(const struct smtp_session *s)
-{
-    bool tls = conn_is_tls(s->conn);
-    if (s->mail.smtputf8)
-        return tls ? "UTF8SMTPS" : "UTF8SMTP";
-    if (!s->esmtp)
-        return tls ? "SMTPS" : "SMTP";
-    return tls ? "ESMTPS" : "ESMTP";
-}
-
-static int trace_headers(struct smtp_session *s, const char *qid, struct buf *out)
-{
-    char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-
-    int rc = buf_printf(out, "Return-Path: <%s>\r\n", s->mail.from.mailbox);
-    rc |= buf_printf(out, "Received: from %s ([%s])\r\n\tby %s (posthorn) with %s id %s",
-                     s->helo, s->peer, hostname(s), protocol_name(s), qid);
-    if (conn_is_tls(s->conn))
-        rc |= buf_printf(out, "\r\n\t(using %s with cipher %s)", conn_tls_version(s->conn),
-                         conn_tls_cipher(s->conn));
-    if (s->rcpts.n == 1)
-        rc |= buf_printf(out, "\r\n\tfor <%s>", s->rcpts.v[0]);
-    rc |= buf_printf(out, "; %s\r\n", date);
-    return rc ? -1 : 0;
-}
-
-struct delivery {
-    struct smtp_session *s;
-    char qid[13];
-    struct buf prefix;
-    struct mailstore_target *targets;
-    size_t ntargets;
-    int result;
-    char err[256];
-};
-
-static void delivery_work(void *arg)
-{
-    struct delivery *d = arg;
-    struct smtp_session *s = d->s;
-    struct iovec iov[2] = {
-        { d->prefix.data, d->prefix.len },
-        { s->msg.data, s->msg.len },
-    };
-    d->result = mailstore_deliver(s->srv->store, iov, 2, d->targets, d->ntargets,
-                                  d->err, sizeof d->err);
-}
-
-static void log_delivery(struct smtp_session *s, const struct delivery *d)
-{
-    struct buf to = BUF_INIT;
-    for (size_t i = 0; i < s->rcpts.n; i++)
-        buf_printf(&to, "%s<%s>", i ? "," : "", s->rcpts.v[i]);
-    const char *rcpts = buf_cstr(&to);
-    if (d->result == 0)
-        log_info("smtp[%s]: %s: delivered client=%s from=<%s> to=%s mailboxes=%zu size=%zu "
-                 "proto=%s%s%s",
-                 s->id, d->qid, s->peer, s->mail.from.mailbox, rcpts ? rcpts : "", d->ntargets,
-                 s->msg.len, protocol_name(s), conn_is_tls(s->conn) ? " tls=" : "",
-                 conn_is_tls(s->conn) ? conn_tls_version(s->conn) : "");
-    else
-        log_error("smtp[%s]: %s: not stored, client=%s from=<%s> to=%s: %s", s->id, d->qid,
-                  s->peer, s->mail.from.mailbox, rcpts ? rcpts : "", d->err);
-    buf_free(&to);
-}
-
-static void delivery_done(void *arg)
-{
-    struct delivery *d = arg;
-    struct smtp_session *s = d->s;
-    if (s->conn)
-        log_delivery(s, d);
-    else if (d->result == 0)
-        log_info("smtp[%s]: %s: delivered, but the client left before the reply",
-                 s->id, d->qid);
-    buf_free(&d->prefix);
-    free(d->targets);
-    int result = d->result;
-    char qid[sizeof d->qid];
-    memcpy(qid, d->qid, sizeof qid);
-    free(d);
-
-    transaction_reset(s);
-    if (!session_resume(s))
-        return;
-    if (result == 0) {
-        s->messages++;
-        s->junk = 0;
-        reply(s, 250, "2.0.0", "Ok: queued as %s", qid);
-    } else {
-        reply(s, 451, "4.3.0", "Error: local storage failure, try again later");
-    }
-    if (!stop_if_shutting_down(s))
-        session_process(s);
-}
-
-/* The whole message is in s->msg: store it, then answer. */
-static void message_complete(struct smtp_session *s)
-{
-    s->phase = PHASE_COMMAND;
-    struct delivery *d = calloc(1, sizeof *d);
-    if (d)
-        d->targets = calloc(s->mailboxes.n, sizeof *d->targets);
-    if (!d || !d->targets) {
-        free(d);
-        transaction_reset(s);
-        reply(s, 451, "4.3.0", "Error: out of memory, try again later");
-        return;
-    }
-    d->s = s;
-    random_hex(d->qid, 12);
-    d->ntargets = s->mailboxes.n;
-    for (size_t i = 0; i < s->mailboxes.n; i++)
-        d->targets[i].address = s->mailboxes.v[i];
-    if (trace_headers(s, d->qid, &d->prefix) < 0 ||
-        workers_submit(s->srv->workers, delivery_work, delivery_done, d) < 0) {
-        buf_free(&d->prefix);
-        free(d->targets);
-        free(d);
-        transaction_reset(s);
-        reply(s, 451, "4.3.0", "Error: out of memory, try again later");
-        return;
-    }
-    session_suspend(s);
 }
 
 /* --- recipient lookup ---------------------------------------------------- */
 
 struct lookup {
     struct smtp_session *s;
+    bool sender;                       /* MAIL FROM ownership (SPOOF_PROTECTION), not RCPT */
     char address[SMTP_PATH_MAX + 1];   /* what the client gave */
     char key[SMTP_PATH_MAX + 1];       /* what is looked up */
+    unsigned notify;                   /* RCPT's DSN parameters */
+    char orcpt[SMTP_ORCPT_MAX + 1];
     enum accounts_result result;
+    bool owned;                        /* sender: the address is the user's */
     struct accounts_list local, remote;
 };
 
@@ -437,6 +250,10 @@ static void lookup_work(void *arg)
 {
     struct lookup *l = arg;
     struct accounts *acc = l->s->srv->accounts;
+    if (l->sender) {
+        l->owned = smtp_address_owned(acc, l->key, l->s->user);
+        return;
+    }
     l->result = accounts_resolve(acc, l->key, &l->local, &l->remote);
     if (l->result != ACCOUNTS_INVALID)
         return;
@@ -454,42 +271,84 @@ static void lookup_work(void *arg)
                                                             : ACCOUNTS_NOT_LOCAL;
 }
 
+/* A recipient in another domain, or an alias target there: the message
+ * goes to the outbound queue for it. */
+static int add_remote(struct smtp_session *s, const char *address, unsigned notify,
+                      const char *orcpt)
+{
+    if (smtp_strvec_has(&s->remote, address))
+        return 0;
+    if (smtp_strvec_add(&s->remote, address) < 0 || smtp_strvec_add(&s->remote_orcpt, orcpt) < 0)
+        return -1;
+    unsigned *n = realloc(s->remote_notify, s->remote.n * sizeof *n);
+    if (!n)
+        return -1;
+    s->remote_notify = n;
+    n[s->remote.n - 1] = notify;
+    return 0;
+}
+
+static void sender_answer(struct smtp_session *s, struct lookup *l)
+{
+    if (!l->owned) {
+        s->in_mail = false;
+        smtp_reply(s, 553, "5.7.1", "<%s>: Sender address rejected: not owned by user %s",
+                   l->address, s->user);
+        return;
+    }
+    smtp_reply(s, 250, "2.1.0", "Ok");
+}
+
 static void lookup_answer(struct smtp_session *s, struct lookup *l)
 {
-    switch (l->result) {
-    case ACCOUNTS_OK:
-        if (l->remote.n > 0) {
-            reply(s, 451, "4.3.0", "<%s>: forwarding to other domains is not available yet",
-                  l->address);
+    if (l->sender) {
+        sender_answer(s, l);
+        return;
+    }
+    if (l->result == ACCOUNTS_NOT_LOCAL && s->authed) {
+        if (add_remote(s, l->address, l->notify, l->orcpt) < 0 ||
+            smtp_strvec_add(&s->rcpts, l->address) < 0) {
+            smtp_reply(s, 451, "4.3.0", "Error: out of memory");
             return;
         }
-        for (size_t i = 0; i < l->local.n; i++) {
-            if (strvec_has(&s->mailboxes, l->local.items[i]))
-                continue;
-            if (strvec_add(&s->mailboxes, l->local.items[i]) < 0) {
-                reply(s, 451, "4.3.0", "Error: out of memory");
+        smtp_reply(s, 250, "2.1.5", "Ok");
+        return;
+    }
+    switch (l->result) {
+    case ACCOUNTS_OK:
+        for (size_t i = 0; i < l->remote.n; i++) {
+            if (add_remote(s, l->remote.items[i], 0, "") < 0) {
+                smtp_reply(s, 451, "4.3.0", "Error: out of memory");
                 return;
             }
         }
-        if (strvec_add(&s->rcpts, l->address) < 0) {
-            reply(s, 451, "4.3.0", "Error: out of memory");
+        for (size_t i = 0; i < l->local.n; i++) {
+            if (smtp_strvec_has(&s->mailboxes, l->local.items[i]))
+                continue;
+            if (smtp_strvec_add(&s->mailboxes, l->local.items[i]) < 0) {
+                smtp_reply(s, 451, "4.3.0", "Error: out of memory");
+                return;
+            }
+        }
+        if (smtp_strvec_add(&s->rcpts, l->address) < 0) {
+            smtp_reply(s, 451, "4.3.0", "Error: out of memory");
             return;
         }
-        reply(s, 250, "2.1.5", "Ok");
+        smtp_reply(s, 250, "2.1.5", "Ok");
         return;
     /* A sender with a few stale addresses is not misbehaving: refused
      * recipients count towards the junk limit, not the error limit. */
     case ACCOUNTS_NO_SUCH_USER:
         s->junk++;
-        reply_nocount(s, 550, "5.1.1", "<%s>: Recipient address rejected: User unknown",
+        smtp_reply_nocount(s, 550, "5.1.1", "<%s>: Recipient address rejected: User unknown",
                       l->address);
         return;
     case ACCOUNTS_NOT_LOCAL:
         s->junk++;
-        reply_nocount(s, 554, "5.7.1", "<%s>: Relay access denied", l->address);
+        smtp_reply_nocount(s, 554, "5.7.1", "<%s>: Relay access denied", l->address);
         return;
     default:
-        reply(s, 451, "4.3.0", "<%s>: Temporary lookup failure", l->address);
+        smtp_reply(s, 451, "4.3.0", "<%s>: Temporary lookup failure", l->address);
         return;
     }
 }
@@ -498,7 +357,7 @@ static void lookup_done(void *arg)
 {
     struct lookup *l = arg;
     struct smtp_session *s = l->s;
-    if (session_resume(s)) {
+    if (smtp_session_resume(s)) {
         lookup_answer(s, l);
     } else {
         s = NULL;
@@ -507,14 +366,14 @@ static void lookup_done(void *arg)
     accounts_list_free(&l->remote);
     free(l);
     if (s)
-        session_process(s);
+        smtp_session_process(s);
 }
 
 /* --- commands ------------------------------------------------------------ */
 
 static void reply_error(struct smtp_session *s, const struct smtp_error *e)
 {
-    reply(s, e->code, e->enhanced, "%s", e->text);
+    smtp_reply(s, e->code, e->enhanced, "%s", e->text);
 }
 
 static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd, bool extended)
@@ -524,17 +383,17 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd, boo
         reply_error(s, &e);
         return;
     }
-    transaction_reset(s);
+    smtp_transaction_reset(s);
     size_t n = cmd->args_len < sizeof s->helo ? cmd->args_len : sizeof s->helo - 1;
     memcpy(s->helo, cmd->args, n);
     s->helo[n] = '\0';
     s->greeted = true;
     s->esmtp = extended;
     if (!extended) {
-        conn_printf(s->conn, "250 %s\r\n", hostname(s));
+        conn_printf(s->conn, "250 %s\r\n", smtp_hostname(s));
         return;
     }
-    conn_printf(s->conn, "250-%s\r\n250-PIPELINING\r\n", hostname(s));
+    conn_printf(s->conn, "250-%s\r\n250-PIPELINING\r\n", smtp_hostname(s));
     uint64_t limit = s->srv->settings->message_size_limit;
     if (limit)
         conn_printf(s->conn, "250-SIZE %llu\r\n", (unsigned long long)limit);
@@ -542,6 +401,8 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd, boo
         conn_printf(s->conn, "250-SIZE\r\n");
     if (!conn_is_tls(s->conn))
         conn_printf(s->conn, "250-STARTTLS\r\n");
+    else if (smtp_is_submission(s))
+        conn_printf(s->conn, "250-AUTH PLAIN LOGIN\r\n250-DSN\r\n");
     conn_printf(s->conn, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
                          "250 CHUNKING\r\n");
 }
@@ -549,11 +410,11 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd, boo
 static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 {
     if (!s->greeted) {
-        reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+        smtp_reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
         return;
     }
     if (s->in_mail) {
-        reply(s, 503, "5.5.1", "Error: nested MAIL command");
+        smtp_reply(s, 503, "5.5.1", "Error: nested MAIL command");
         return;
     }
     struct smtp_error e;
@@ -561,35 +422,56 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
         reply_error(s, &e);
         return;
     }
-    /* Parameters of extensions this port does not offer. */
-    if (s->mail.body == SMTP_BODY_BINARYMIME || s->mail.ret != SMTP_RET_NONE ||
-        s->mail.envid[0] || s->mail.auth[0]) {
-        reply(s, 555, "5.5.4", "Unsupported parameter");
+    /* Parameters of extensions this port does not offer (DSN: submission
+     * only; AUTH=: a submitter's own identity is the login). */
+    bool dsn = s->authed;
+    if (s->mail.body == SMTP_BODY_BINARYMIME ||
+        (!dsn && (s->mail.ret != SMTP_RET_NONE || s->mail.envid[0])) ||
+        (!s->authed && s->mail.auth[0])) {
+        smtp_reply(s, 555, "5.5.4", "Unsupported parameter");
         return;
     }
     uint64_t limit = s->srv->settings->message_size_limit;
     if (limit && s->mail.size_given && s->mail.size > limit) {
-        reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+        smtp_reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
         return;
     }
     s->in_mail = true;
-    reply(s, 250, "2.1.0", "Ok");
+    if (!s->authed || !s->srv->settings->spoof_protection || s->mail.from.is_null) {
+        smtp_reply(s, 250, "2.1.0", "Ok");
+        return;
+    }
+    /* SPOOF_PROTECTION: the sender must be one of the user's addresses. */
+    struct lookup *l = calloc(1, sizeof *l);
+    if (l) {
+        l->s = s;
+        l->sender = true;
+        snprintf(l->address, sizeof l->address, "%s", s->mail.from.mailbox);
+        snprintf(l->key, sizeof l->key, "%s", s->mail.from.mailbox);
+    }
+    if (!l || workers_submit(s->srv->workers, lookup_work, lookup_done, l) < 0) {
+        free(l);
+        s->in_mail = false;
+        smtp_reply(s, 451, "4.3.0", "Error: out of memory");
+        return;
+    }
+    smtp_session_suspend(s);
 }
 
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
 {
     if (!s->in_mail) {
-        reply(s, 503, "5.5.1", "Error: need MAIL command");
+        smtp_reply(s, 503, "5.5.1", "Error: need MAIL command");
         return;
     }
     if (s->bdat_used) {
-        reply(s, 503, "5.5.1", "Error: RCPT after BDAT");
+        smtp_reply(s, 503, "5.5.1", "Error: RCPT after BDAT");
         return;
     }
     s->rcpt_tried = true;
     if (s->rcpts.n >= s->srv->settings->smtp_max_recipients) {
         /* A sender splitting a large list is not misbehaving. */
-        reply_nocount(s, 452, "4.5.3", "Error: too many recipients");
+        smtp_reply_nocount(s, 452, "4.5.3", "Error: too many recipients");
         return;
     }
     struct smtp_rcpt_args args;
@@ -598,16 +480,18 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
         reply_error(s, &e);
         return;
     }
-    if (args.notify || args.orcpt[0]) {
-        reply(s, 555, "5.5.4", "Unsupported parameter");
+    if (!s->authed && (args.notify || args.orcpt[0])) {
+        smtp_reply(s, 555, "5.5.4", "Unsupported parameter");
         return;
     }
     struct lookup *l = calloc(1, sizeof *l);
     if (!l) {
-        reply(s, 451, "4.3.0", "Error: out of memory");
+        smtp_reply(s, 451, "4.3.0", "Error: out of memory");
         return;
     }
     l->s = s;
+    l->notify = args.notify;
+    snprintf(l->orcpt, sizeof l->orcpt, "%s", args.orcpt);
     if (args.to.is_postmaster) {
         snprintf(l->address, sizeof l->address, "postmaster");
         snprintf(l->key, sizeof l->key, "%s", s->srv->settings->postmaster_address);
@@ -617,10 +501,10 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
     }
     if (workers_submit(s->srv->workers, lookup_work, lookup_done, l) < 0) {
         free(l);
-        reply(s, 451, "4.3.0", "Error: out of memory");
+        smtp_reply(s, 451, "4.3.0", "Error: out of memory");
         return;
     }
-    session_suspend(s);
+    smtp_session_suspend(s);
 }
 
 /* DATA or BDAT may start: 0, or the refusal already sent. */
@@ -640,22 +524,22 @@ static int message_may_start(struct smtp_session *s, int *refusal)
 static void refuse_message(struct smtp_session *s, int code)
 {
     if (code == 554)
-        reply(s, 554, "5.5.1", "Error: no valid recipients");
+        smtp_reply(s, 554, "5.5.1", "Error: no valid recipients");
     else if (!s->in_mail)
-        reply(s, 503, "5.5.1", "Error: need MAIL command");
+        smtp_reply(s, 503, "5.5.1", "Error: need MAIL command");
     else
-        reply(s, 503, "5.5.1", "Error: need RCPT command");
+        smtp_reply(s, 503, "5.5.1", "Error: need RCPT command");
 }
 
 static void cmd_data(struct smtp_session *s, const struct smtp_command *cmd)
 {
     int refusal;
     if (cmd->args_len) {
-        reply(s, 501, "5.5.4", "Syntax: DATA");
+        smtp_reply(s, 501, "5.5.4", "Syntax: DATA");
         return;
     }
     if (s->bdat_used) {
-        reply(s, 503, "5.5.1", "Error: DATA after BDAT");
+        smtp_reply(s, 503, "5.5.1", "Error: DATA after BDAT");
         return;
     }
     if (message_may_start(s, &refusal) < 0) {
@@ -676,11 +560,11 @@ static bool message_refused(struct smtp_session *s)
     if (!s->too_big && !s->over_budget)
         return false;
     bool too_big = s->too_big;
-    transaction_reset(s);
+    smtp_transaction_reset(s);
     if (too_big)
-        reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+        smtp_reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
     else
-        reply_nocount(s, 452, "4.3.1", "Insufficient system storage, try again later");
+        smtp_reply_nocount(s, 452, "4.3.1", "Insufficient system storage, try again later");
     return true;
 }
 
@@ -688,13 +572,13 @@ static void data_finished(struct smtp_session *s)
 {
     s->phase = PHASE_COMMAND;
     if (s->dec.bad_line_ending) {
-        transaction_reset(s);
-        reply(s, 550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF");
+        smtp_transaction_reset(s);
+        smtp_reply(s, 550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF");
         return;
     }
     if (message_refused(s))
         return;
-    message_complete(s);
+    smtp_message_complete(s);
 }
 
 static void cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd)
@@ -705,7 +589,7 @@ static void cmd_bdat(struct smtp_session *s, const struct smtp_command *cmd)
     if (smtp_parse_bdat(cmd->args, cmd->args_len, &size, &last, &e) < 0) {
         /* The chunk's length is unknown, so what follows cannot be framed. */
         reply_error(s, &e);
-        session_close(s);
+        smtp_session_close(s);
         return;
     }
     s->bdat_left = size;
@@ -734,31 +618,31 @@ static void bdat_chunk_done(struct smtp_session *s)
     if (message_refused(s))
         return;
     if (s->bdat_last) {
-        message_complete(s);
+        smtp_message_complete(s);
         return;
     }
-    reply(s, 250, "2.0.0", "%llu octets received", (unsigned long long)s->bdat_chunk);
+    smtp_reply(s, 250, "2.0.0", "%llu octets received", (unsigned long long)s->bdat_chunk);
 }
 
 static void cmd_starttls(struct smtp_session *s, const struct smtp_command *cmd)
 {
     if (cmd->args_len) {
-        reply(s, 501, "5.5.4", "Syntax: STARTTLS");
+        smtp_reply(s, 501, "5.5.4", "Syntax: STARTTLS");
         return;
     }
     if (conn_is_tls(s->conn)) {
-        reply(s, 503, "5.5.1", "Error: TLS already active");
+        smtp_reply(s, 503, "5.5.1", "Error: TLS already active");
         return;
     }
     conn_printf(s->conn, "220 2.0.0 Ready to start TLS\r\n");
     /* RFC 3207 4.2: forget everything learnt before TLS. */
-    transaction_reset(s);
+    smtp_transaction_reset(s);
     s->greeted = false;
     s->esmtp = false;
     s->helo[0] = '\0';
     s->phase = PHASE_TLS;
     if (conn_starttls(s->conn, tls_server_ctx(s->srv->tls)) < 0)
-        session_close(s);
+        smtp_session_close(s);
 }
 
 /* Counts a command that does not move towards a message; true (and the
@@ -767,28 +651,54 @@ static bool junk_exceeded(struct smtp_session *s)
 {
     if (++s->junk <= SMTP_JUNK_LIMIT)
         return false;
-    reply(s, 421, "4.7.0", "%s Error: too many commands without a message", hostname(s));
+    smtp_reply(s, 421, "4.7.0", "%s Error: too many commands without a message", smtp_hostname(s));
     return true;
 }
 
 static void cmd_junk(struct smtp_session *s, int code, const char *enhanced, const char *text)
 {
     if (!junk_exceeded(s))
-        reply(s, code, enhanced, "%s", text);
+        smtp_reply(s, code, enhanced, "%s", text);
+}
+
+/* The submission ports' rules (RFC 8314, RFC 6409): on 587 nothing but
+ * the greeting commands and STARTTLS before TLS, and no mail before AUTH.
+ * Returns false after refusing. */
+static bool submission_allows(struct smtp_session *s, enum smtp_verb verb)
+{
+    if (!smtp_is_submission(s))
+        return true;
+    bool greeting = verb == SMTP_EHLO || verb == SMTP_HELO || verb == SMTP_NOOP ||
+                    verb == SMTP_RSET || verb == SMTP_QUIT;
+    if (!conn_is_tls(s->conn) && !greeting && verb != SMTP_STARTTLS) {
+        smtp_reply(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+        return false;
+    }
+    bool mail = verb == SMTP_MAIL || verb == SMTP_RCPT || verb == SMTP_DATA ||
+                verb == SMTP_BDAT;
+    if (mail && !s->authed) {
+        smtp_reply(s, 530, "5.7.0", "Authentication required");
+        if (verb == SMTP_BDAT)
+            smtp_session_close(s); /* the chunk that follows cannot be framed as commands */
+        return false;
+    }
+    return true;
 }
 
 static void handle_command(struct smtp_session *s, const char *line, size_t len)
 {
     struct smtp_command cmd;
     if (memchr(line, '\0', len) || smtp_parse_command(line, len, &cmd) < 0) {
-        reply(s, 500, "5.5.2", "Error: command not recognized");
+        smtp_reply(s, 500, "5.5.2", "Error: command not recognized");
         return;
     }
     log_trace("smtp[%s]: command %.*s", s->id, (int)(len > 80 ? 80 : len), line);
     /* After SIGTERM a transaction already under way may finish (its 250 is
      * followed by the 421); anything else is refused. */
     if (cmd.verb != SMTP_QUIT && !(s->in_mail && cmd.verb != SMTP_RSET) &&
-        stop_if_shutting_down(s))
+        smtp_stop_if_shutting_down(s))
+        return;
+    if (!submission_allows(s, cmd.verb))
         return;
     switch (cmd.verb) {
     case SMTP_HELO:
@@ -808,7 +718,7 @@ static void handle_command(struct smtp_session *s, const char *line, size_t len)
     case SMTP_BDAT: cmd_bdat(s, &cmd); break;
     case SMTP_STARTTLS: cmd_starttls(s, &cmd); break;
     case SMTP_RSET:
-        transaction_reset(s);
+        smtp_transaction_reset(s);
         cmd_junk(s, 250, "2.0.0", "Ok");
         break;
     case SMTP_NOOP: cmd_junk(s, 250, "2.0.0", "Ok"); break;
@@ -817,13 +727,13 @@ static void handle_command(struct smtp_session *s, const char *line, size_t len)
         break;
     case SMTP_EXPN: cmd_junk(s, 502, "5.5.1", "Error: EXPN is not available"); break;
     case SMTP_HELP: cmd_junk(s, 214, "2.0.0", "See RFC 5321, https://www.rfc-editor.org/rfc/rfc5321"); break;
-    case SMTP_AUTH: reply(s, 503, "5.5.1", "Error: authentication not enabled"); break;
+    case SMTP_AUTH: smtp_cmd_auth(s, &cmd); break;
     case SMTP_QUIT:
-        reply(s, 221, "2.0.0", "Bye");
-        session_close(s);
+        smtp_reply(s, 221, "2.0.0", "Bye");
+        smtp_session_close(s);
         break;
     default:
-        reply(s, 500, "5.5.2", "Error: command not recognized");
+        smtp_reply(s, 500, "5.5.2", "Error: command not recognized");
         break;
     }
 }
@@ -893,24 +803,28 @@ static bool process_command(struct smtp_session *s)
     if (r == 0)
         return false;
     if (r < 0 || len > SMTP_LINE_MAX) {
-        reply(s, 500, "5.5.2", "Error: line too long");
-        session_close(s);
+        smtp_reply(s, 500, "5.5.2", "Error: line too long");
+        smtp_session_close(s);
         return false;
     }
     /* Copy before consuming: a command (STARTTLS) may drop the input. */
     memcpy(s->line, line, len);
     s->line[len] = '\0';
     conn_consume(s->conn, used);
-    handle_command(s, s->line, len);
+    if (s->phase == PHASE_AUTH)
+        smtp_auth_response(s, s->line, len);
+    else
+        handle_command(s, s->line, len);
     return true;
 }
 
-static void session_process(struct smtp_session *s)
+void smtp_session_process(struct smtp_session *s)
 {
     bool progress = true;
     while (progress && s->conn && !s->busy) {
         switch (s->phase) {
-        case PHASE_COMMAND: progress = process_command(s); break;
+        case PHASE_COMMAND:
+        case PHASE_AUTH:    progress = process_command(s); break;
         case PHASE_DATA:    progress = process_data(s); break;
         case PHASE_BDAT:    progress = process_bdat(s); break;
         default:            progress = false; break;
@@ -923,7 +837,8 @@ static void session_process(struct smtp_session *s)
 static void greet(struct smtp_session *s)
 {
     s->phase = PHASE_COMMAND;
-    conn_printf(s->conn, "220 %s ESMTP posthorn\r\n", hostname(s));
+    s->banner_sent = true;
+    conn_printf(s->conn, "220 %s ESMTP posthorn\r\n", smtp_hostname(s));
 }
 
 static void on_conn_event(struct conn *c, enum conn_event ev, void *arg)
@@ -931,13 +846,15 @@ static void on_conn_event(struct conn *c, enum conn_event ev, void *arg)
     struct smtp_session *s = arg;
     switch (ev) {
     case CONN_EV_READ:
-        session_process(s);
+        smtp_session_process(s);
         break;
     case CONN_EV_TLS_READY:
         log_info("smtp[%s]: %s: TLS established, %s %s", s->id, s->peer, conn_tls_version(c),
                  conn_tls_cipher(c));
+        if (s->svc == SMTP_SERVICE_SUBMISSIONS && !s->banner_sent)
+            greet(s); /* implicit TLS: the greeting comes after the handshake */
         s->phase = PHASE_COMMAND;
-        session_process(s);
+        smtp_session_process(s);
         break;
     case CONN_EV_TIMEOUT:
         if (s->busy) {
@@ -945,8 +862,8 @@ static void on_conn_event(struct conn *c, enum conn_event ev, void *arg)
             break; /* our own work is slow, not the client */
         }
         log_info("smtp[%s]: %s: idle timeout", s->id, s->peer);
-        conn_printf(c, "421 4.4.2 %s Error: timeout exceeded\r\n", hostname(s));
-        session_close(s);
+        conn_printf(c, "421 4.4.2 %s Error: timeout exceeded\r\n", smtp_hostname(s));
+        smtp_session_close(s);
         break;
     case CONN_EV_CLOSED:
         if (s->refused) {
@@ -962,9 +879,9 @@ static void on_conn_event(struct conn *c, enum conn_event ev, void *arg)
     }
 }
 
-void smtp_accept(int fd, const struct sockaddr *peer, socklen_t peerlen, void *server)
+static void accept_service(enum smtp_service svc, int fd, const struct sockaddr *peer,
+                           socklen_t peerlen, struct server *srv)
 {
-    struct server *srv = server;
     const struct settings *set = srv->settings;
     struct smtp_session *s = calloc(1, sizeof *s);
     if (!s) {
@@ -972,14 +889,16 @@ void smtp_accept(int fd, const struct sockaddr *peer, socklen_t peerlen, void *s
         close(fd);
         return;
     }
-    struct conn *c = conn_new(srv->loop, fd, peer, peerlen, NULL, on_conn_event, s);
+    SSL_CTX *implicit = svc == SMTP_SERVICE_SUBMISSIONS ? tls_server_ctx(srv->tls) : NULL;
+    struct conn *c = conn_new(srv->loop, fd, peer, peerlen, implicit, on_conn_event, s);
     if (!c) {
         free(s);
         return;
     }
     s->srv = srv;
     s->conn = c;
-    random_hex(s->id, 8);
+    s->svc = svc;
+    smtp_random_hex(s->id, 8);
     snprintf(s->peer, sizeof s->peer, "%s", conn_peer_addr(c));
     if (srv->stopping || !iplimit_acquire(s->peer, set->max_connections_per_ip,
                                           set->max_connections)) {
@@ -987,7 +906,7 @@ void smtp_accept(int fd, const struct sockaddr *peer, socklen_t peerlen, void *s
         conn_printf(c, "421 4.7.0 %s Error: too many connections from %s\r\n",
                     set->hostname, s->peer);
         s->refused = true;
-        session_close(s);
+        smtp_session_close(s);
         return;
     }
     s->counted = true;
@@ -996,10 +915,31 @@ void smtp_accept(int fd, const struct sockaddr *peer, socklen_t peerlen, void *s
         sessions->prev = s;
     sessions = s;
     session_count++;
-    log_info("smtp[%s]: connect from %s:%u to %s:%u", s->id, s->peer, conn_peer_port(c),
-             conn_local_addr(c), conn_local_port(c));
+    static const char *const names[] = { "smtp", "submission", "submissions" };
+    log_info("smtp[%s]: %s connect from %s:%u to %s:%u", s->id, names[svc], s->peer,
+             conn_peer_port(c), conn_local_addr(c), conn_local_port(c));
     conn_set_timeout(c, set->smtp_timeout);
-    greet(s);
+    if (implicit)
+        s->phase = PHASE_TLS;
+    else
+        greet(s);
+}
+
+void smtp_accept(int fd, const struct sockaddr *peer, socklen_t peerlen, void *server)
+{
+    accept_service(SMTP_SERVICE_MX, fd, peer, peerlen, server);
+}
+
+void smtp_accept_submission(int fd, const struct sockaddr *peer, socklen_t peerlen,
+                            void *server)
+{
+    accept_service(SMTP_SERVICE_SUBMISSION, fd, peer, peerlen, server);
+}
+
+void smtp_accept_submissions(int fd, const struct sockaddr *peer, socklen_t peerlen,
+                             void *server)
+{
+    accept_service(SMTP_SERVICE_SUBMISSIONS, fd, peer, peerlen, server);
 }
 
 void smtp_shutdown(struct server *srv)
@@ -1010,7 +950,7 @@ void smtp_shutdown(struct server *srv)
         if (s->busy || !s->conn)
             continue; /* answered, then closed, when its work completes */
         if (s->phase == PHASE_COMMAND && !s->in_mail)
-            stop_if_shutting_down(s);
+            smtp_stop_if_shutting_down(s);
         else if (s->phase == PHASE_TLS) {
             /* A 421 cannot be said into a half-made handshake. */
             s->phase = PHASE_CLOSING;

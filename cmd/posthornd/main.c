@@ -2,6 +2,7 @@
  * listeners, privilege drop, the shared services, signals, the loop. */
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,11 +12,15 @@
 
 #include "accounts.h"
 #include "conn.h"
+#include "dns.h"
 #include "listener.h"
 #include "log.h"
 #include "mailstore.h"
+#include "mta.h"
 #include "pop3_server.h"
 #include "privileges.h"
+#include "queue.h"
+#include "queue_runner.h"
 #include "server.h"
 #include "settings.h"
 #include "smtp_server.h"
@@ -23,12 +28,32 @@
 #include "workers.h"
 
 #define DRAIN_SECONDS 30.0   /* SIGTERM: how long transactions in flight may take */
+#define DRAIN_GRACE   5.0    /* then, after closing sessions, how long until exit anyway */
+
+/* One listening service: its setting, and who takes its connections. */
+struct service {
+    const char *setting;
+    size_t spec_offset;            /* the char * in struct settings */
+    listener_accept_fn accept;
+    bool is_pop3;                  /* only when ENABLE_POP3=1 */
+};
+
+#define SPEC(field) offsetof(struct settings, field)
+
+static const struct service services[] = {
+    { "SMTP_LISTEN", SPEC(smtp_listen), smtp_accept, false },
+    { "SUBMISSIONS_LISTEN", SPEC(submissions_listen), smtp_accept_submissions, false },
+    { "SUBMISSION_LISTEN", SPEC(submission_listen), smtp_accept_submission, false },
+    { "POP3_LISTEN", SPEC(pop3_listen), pop3_accept, true },
+    { "POP3S_LISTEN", SPEC(pop3s_listen), pop3s_accept, true },
+};
+#define NSERVICES (sizeof services / sizeof *services)
 
 struct daemon {
     struct server srv;
     struct settings settings;
-    struct listener *smtp;
-    struct listener *pop3, *pop3s;
+    const char *config;
+    struct listener *listeners[NSERVICES];
     ev_signal sigterm, sigint, sighup;
     ev_timer drain;
     ev_tstamp drain_deadline;
@@ -42,18 +67,24 @@ static void usage(FILE *out)
                  "  -t       check the settings and exit\n");
 }
 
+static unsigned sessions_open(void)
+{
+    return smtp_session_count() + pop3_session_count();
+}
+
 static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct daemon *d = w->data;
-    if (smtp_session_count() == 0 && pop3_session_count() == 0 && conn_count() == 0 &&
-        workers_pending(d->srv.workers) == 0) {
+    bool idle = sessions_open() == 0 && conn_count() == 0 &&
+                workers_pending(d->srv.workers) == 0 && queue_runner_busy(d->srv.runner) == 0;
+    if (idle || (d->aborted && ev_now(loop) >= d->drain_deadline + DRAIN_GRACE)) {
         ev_break(loop, EVBREAK_ALL);
         return;
     }
     if (!d->aborted && ev_now(loop) >= d->drain_deadline) {
-        log_warn("shutdown: %u sessions still open after %.0f s; closing them",
-                 smtp_session_count() + pop3_session_count(), DRAIN_SECONDS);
+        log_warn("shutdown: %u sessions and %u deliveries still open after %.0f s; closing them",
+                 sessions_open(), mta_active(), DRAIN_SECONDS);
         smtp_abort_all();
         pop3_abort_all();
         d->aborted = true;
@@ -67,12 +98,11 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     if (d->srv.stopping)
         return;
     log_info("shutdown: signal %d, no longer accepting; finishing %u sessions", w->signum,
-             smtp_session_count() + pop3_session_count());
-    listener_stop(d->smtp);
-    if (d->pop3)
-        listener_stop(d->pop3);
-    if (d->pop3s)
-        listener_stop(d->pop3s);
+             sessions_open());
+    for (size_t i = 0; i < NSERVICES; i++)
+        if (d->listeners[i])
+            listener_stop(d->listeners[i]);
+    queue_runner_stop(d->srv.runner);
     smtp_shutdown(&d->srv);
     pop3_shutdown(&d->srv);
     d->drain_deadline = ev_now(loop) + DRAIN_SECONDS;
@@ -81,6 +111,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     ev_timer_again(loop, &d->drain);
 }
 
+/* SIGHUP: the TLS certificate, and LOG_LEVEL from the settings file. */
 static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
@@ -88,9 +119,21 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
     struct daemon *d = w->data;
     char err[512];
     if (tls_server_reload(d->srv.tls, err, sizeof err) < 0)
-        log_error("SIGHUP: TLS certificate not reloaded, keeping the old one: %s", err);
+        log_error("SIGHUP: TLS certificate not reloaded, keeping the old one: %s "
+                  "(posthornd runs as uid %u now: the files must be readable by it)",
+                  err, (unsigned)geteuid());
     else
         log_info("SIGHUP: TLS certificate reloaded");
+    struct settings fresh;
+    if (settings_load(d->config, &fresh, err, sizeof err) < 0) {
+        log_error("SIGHUP: settings not reread: %s", err);
+        return;
+    }
+    if (fresh.log_level != log_get_level()) {
+        log_set_level(fresh.log_level);
+        log_info("SIGHUP: LOG_LEVEL changed");
+    }
+    settings_free(&fresh);
 }
 
 static void cleanup_work(void *arg)
@@ -109,11 +152,59 @@ static void watch_signal(struct daemon *d, ev_signal *w, int signum,
     ev_signal_start(d->srv.loop, w);
 }
 
-/* Listeners whose protocols come with later work: say so instead of binding. */
-static void note_unserved(const char *setting, const char *spec)
+static const char *service_spec(const struct daemon *d, const struct service *svc)
 {
-    if (spec && *spec)
-        log_info("%s=%s: this protocol is not served yet; not listening", setting, spec);
+    if (svc->is_pop3 && !d->settings.enable_pop3)
+        return NULL;
+    return *(char *const *)((const char *)&d->settings + svc->spec_offset);
+}
+
+/* Binds every enabled listener; called while still root. */
+static int open_listeners(struct daemon *d, char *err, size_t errlen)
+{
+    const struct settings *s = &d->settings;
+    for (size_t i = 0; i < NSERVICES; i++) {
+        const char *spec = service_spec(d, &services[i]);
+        if (!spec || !*spec)
+            continue;
+        d->listeners[i] = listener_open(services[i].setting, spec, err, errlen);
+        if (!d->listeners[i])
+            return -1;
+    }
+    d->srv.smtp_listener = d->listeners[0];
+    if (s->enable_imap && ((s->imap_listen && *s->imap_listen) ||
+                           (s->imaps_listen && *s->imaps_listen)))
+        log_info("IMAP_LISTEN/IMAPS_LISTEN: IMAP is not served yet; not listening");
+    return 0;
+}
+
+static int open_services(struct daemon *d, char *err, size_t errlen)
+{
+    const struct settings *s = &d->settings;
+    d->srv.accounts = accounts_open(s->state_dir, err, errlen);
+    if (!d->srv.accounts)
+        return -1;
+    d->srv.store = mailstore_open(s->mail_dir, s->hostname, err, errlen);
+    if (!d->srv.store)
+        return -1;
+    d->srv.queue = queue_open(s->state_dir, err, errlen);
+    if (!d->srv.queue)
+        return -1;
+    d->srv.dns = dns_new(d->srv.loop, s->dns_resolver, err, errlen);
+    if (!d->srv.dns)
+        return -1;
+    d->srv.workers = workers_create(d->srv.loop, s->worker_threads);
+    if (!d->srv.workers) {
+        snprintf(err, errlen, "cannot start %u worker threads: %s", s->worker_threads,
+                 strerror(errno));
+        return -1;
+    }
+    d->srv.runner = queue_runner_start(&d->srv);
+    if (!d->srv.runner) {
+        snprintf(err, errlen, "cannot start the outbound queue runner");
+        return -1;
+    }
+    return 0;
 }
 
 static int start(struct daemon *d, char *err, size_t errlen)
@@ -122,66 +213,46 @@ static int start(struct daemon *d, char *err, size_t errlen)
     if (privileges_prepare_dirs(s, err, errlen) < 0)
         return -1;
     d->srv.tls = tls_server_new(s, s->vmail_uid, s->vmail_gid, err, errlen);
-    if (!d->srv.tls)
+    if (!d->srv.tls || open_listeners(d, err, errlen) < 0)
         return -1;
-    d->smtp = listener_open("SMTP_LISTEN", s->smtp_listen, err, errlen);
-    if (!d->smtp)
-        return -1;
-    note_unserved("SUBMISSIONS_LISTEN", s->submissions_listen);
-    note_unserved("SUBMISSION_LISTEN", s->submission_listen);
-    note_unserved("IMAP_LISTEN", s->enable_imap ? s->imap_listen : NULL);
-    note_unserved("IMAPS_LISTEN", s->enable_imap ? s->imaps_listen : NULL);
-    if (s->enable_pop3) {
-        d->pop3 = listener_open("POP3_LISTEN", s->pop3_listen, err, errlen);
-        if (!d->pop3)
-            return -1;
-        d->pop3s = listener_open("POP3S_LISTEN", s->pop3s_listen, err, errlen);
-        if (!d->pop3s)
-            return -1;
-    }
-
     if (privileges_drop(s->vmail_uid, s->vmail_gid, err, errlen) < 0)
         return -1;
-
-    d->srv.accounts = accounts_open(s->state_dir, err, errlen);
-    if (!d->srv.accounts)
+    if (open_services(d, err, errlen) < 0)
         return -1;
-    d->srv.store = mailstore_open(s->mail_dir, s->hostname, err, errlen);
-    if (!d->srv.store)
-        return -1;
-    d->srv.workers = workers_create(d->srv.loop, s->worker_threads);
-    if (!d->srv.workers) {
-        snprintf(err, errlen, "cannot start %u worker threads: %s", s->worker_threads,
-                 strerror(errno));
-        return -1;
-    }
     workers_submit(d->srv.workers, cleanup_work, NULL, &d->srv);
 
-    listener_start(d->smtp, d->srv.loop, smtp_accept, &d->srv);
-    if (d->pop3)
-        listener_start(d->pop3, d->srv.loop, pop3_accept, &d->srv);
-    if (d->pop3s)
-        listener_start(d->pop3s, d->srv.loop, pop3s_accept, &d->srv);
+    struct buf ready = BUF_INIT;
+    for (size_t i = 0; i < NSERVICES; i++) {
+        if (!d->listeners[i])
+            continue;
+        listener_start(d->listeners[i], d->srv.loop, services[i].accept, &d->srv);
+        buf_printf(&ready, " %s=%s", services[i].setting, service_spec(d, &services[i]));
+    }
     watch_signal(d, &d->sigterm, SIGTERM, on_stop_signal);
     watch_signal(d, &d->sigint, SIGINT, on_stop_signal);
     watch_signal(d, &d->sighup, SIGHUP, on_sighup);
-    log_info("posthornd ready: %s, SMTP on %s (%zu sockets), POP3 on %zu+%zu sockets, uid %u",
-             s->hostname, s->smtp_listen, listener_socket_count(d->smtp),
-             d->pop3 ? listener_socket_count(d->pop3) : 0,
-             d->pop3s ? listener_socket_count(d->pop3s) : 0, (unsigned)geteuid());
+    const char *listening = buf_cstr(&ready);
+    log_info("posthornd ready: %s, uid %u,%s", s->hostname, (unsigned)geteuid(),
+             listening ? listening : "");
+    buf_free(&ready);
     return 0;
 }
 
 static void stop(struct daemon *d)
 {
+    /* Jobs still queued complete first: their done functions may reach the
+     * runner. */
     if (d->srv.workers)
         workers_destroy(d->srv.workers);
-    if (d->smtp)
-        listener_free(d->smtp);
-    if (d->pop3)
-        listener_free(d->pop3);
-    if (d->pop3s)
-        listener_free(d->pop3s);
+    if (d->srv.runner)
+        queue_runner_free(d->srv.runner);
+    if (d->srv.dns)
+        dns_free(d->srv.dns);
+    for (size_t i = 0; i < NSERVICES; i++)
+        if (d->listeners[i])
+            listener_free(d->listeners[i]);
+    if (d->srv.queue)
+        queue_close(d->srv.queue);
     if (d->srv.store)
         mailstore_close(d->srv.store);
     if (d->srv.accounts)
@@ -209,6 +280,7 @@ int main(int argc, char **argv)
     }
 
     static struct daemon d;
+    d.config = config;
     char err[1024];
     if (settings_load(config, &d.settings, err, sizeof err) < 0) {
         fprintf(stderr, "posthornd: %s\n", err);

@@ -22,6 +22,13 @@ static const char usage_text[] =
     "  alias add <alias> <target>           add an alias (<alias> may be @domain)\n"
     "  alias del <alias> <target>           delete an alias\n"
     "  alias list                           list aliases\n"
+    "  relay add-domain <domain> <host> [<port>]  send mail from <domain> via <host>\n"
+    "  relay add-auth <domain> <user> [<password>] credentials for mail from <domain>\n"
+    "  relay exclude-domain <domain>        mail from <domain> bypasses RELAY_HOST\n"
+    "  relay list                           list the relay settings\n"
+    "  queue list                           list queued outbound messages\n"
+    "  queue flush [<id>]                   retry queued messages now\n"
+    "  queue delete <id>                    remove a queued message\n"
     "  help                                 show this text\n"
     "\n"
     "Options:\n"
@@ -95,6 +102,10 @@ static int dispatch(const char *path, const char *cmd, int argc, char **argv)
         fn = cmd_email;
     else if (strcmp(cmd, "alias") == 0)
         fn = cmd_alias;
+    else if (strcmp(cmd, "relay") == 0)
+        fn = cmd_relay;
+    else if (strcmp(cmd, "queue") == 0)
+        fn = cmd_queue;
     else
         return setup_usage_error("unknown command '%s' (see setup help)", cmd);
     struct settings s;

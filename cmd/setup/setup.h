@@ -54,5 +54,7 @@ bool setup_ask_yes(const char *question);
 
 int cmd_email(const struct settings *s, int argc, char **argv);
 int cmd_alias(const struct settings *s, int argc, char **argv);
+int cmd_relay(const struct settings *s, int argc, char **argv);
+int cmd_queue(const struct settings *s, int argc, char **argv);
 
 #endif

@@ -152,14 +152,21 @@ def test_relay_denied_554(smtpd):
         assert r.line == "554 5.7.1 <someone@elsewhere.test>: Relay access denied", r
 
 
-def test_alias_to_remote_target_is_deferred(smtpd):
+def test_alias_to_remote_target_is_forwarded_through_the_queue(smtpd):
     rc, out, err = smtpd.setup("alias", "add", "fwd@example.test", "someone@remote.test")
     assert rc == 0, (rc, out, err)
+    subj = unique("forward")
     with Smtp(smtpd.port) as c:
         c.ehlo()
         c.cmd("MAIL FROM:<s@example.org>")
-        r = c.cmd("RCPT TO:<fwd@example.test>")
-        assert r.line.startswith("451 4.3.0"), r
+        assert c.cmd("RCPT TO:<fwd@example.test>").line == "250 2.1.5 Ok"
+        assert c.cmd("DATA").code == 354
+        c.send(dot_stuff(make_message(subj, to="fwd@example.test")))
+        assert QUEUED_RE.match(c.reply().line)
+    # No local copy; the outbound queue holds it for the remote target.
+    rc, out, err = smtpd.setup("queue", "list")
+    assert rc == 0, (rc, out, err)
+    assert "someone@remote.test" in out, out
 
 
 def test_partial_recipients_only_valid_ones_get_it(smtpd):

@@ -593,6 +593,8 @@ TEST(peer_addresses)
 
 /* ---- TLS ---- */
 
+static X509 *server_cert;   /* trusted by the verifying client context */
+
 static SSL_CTX *make_server_ctx(void)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -611,7 +613,7 @@ static SSL_CTX *make_server_ctx(void)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     CHECK_INT(SSL_CTX_use_certificate(ctx, x), 1);
     CHECK_INT(SSL_CTX_use_PrivateKey(ctx, key), 1);
-    X509_free(x);
+    server_cert = x;
     EVP_PKEY_free(key);
     return ctx;
 }
@@ -793,6 +795,132 @@ struct plain_line {
 
 /* Reads byte by byte so nothing after the 220 line is taken from the
  * socket: the TLS handshake must see it. */
+/* ---- client side ---- */
+
+static SSL_CTX *make_verifying_client_ctx(void)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), server_cert);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    return ctx;
+}
+
+static const char *want_lines;   /* what lines_contain waits for */
+
+static bool lines_contain(void *arg)
+{
+    struct rec *r = arg;
+    return r->lines.len > 0 && strstr(lines_of(r), want_lines) != NULL;
+}
+
+/* A client conn with implicit TLS against a server conn in the same loop;
+ * the verifying context accepts the certificate for its name. */
+TEST(client_implicit_tls_handshake)
+{
+    SSL_CTX *vctx = make_verifying_client_ctx();
+    struct rec srv = { .consume = true, .echo = true, .greeting = "220 hello\r\n" };
+    int peer;
+    CHECK(new_conn(&srv, &peer, sctx) != NULL);
+    struct rec cli = { .consume = true };
+    want_lines = "220 hello|";
+    cli.c = conn_new_client(loop, peer, NULL, 0, vctx, "localhost", handler, &cli);
+    CHECK(cli.c != NULL);
+    CHECK(run_until(lines_contain, &cli, DEADLINE));
+    CHECK_INT(count_ev(&cli, CONN_EV_TLS_READY), 1);
+    CHECK(conn_tls_version(cli.c) != NULL);
+    CHECK_STR(conn_error(cli.c), "");
+    conn_printf(cli.c, "PING\r\n");
+    want_lines = "|echo:PING|";
+    CHECK(run_until(lines_contain, &cli, DEADLINE));
+    conn_close(cli.c);
+    CHECK(run_until(is_closed, &cli, DEADLINE));
+    CHECK(run_until(is_closed, &srv, DEADLINE));
+    free_rec(&cli);
+    free_rec(&srv);
+    SSL_CTX_free(vctx);
+}
+
+/* Verification against a name the certificate does not carry fails the
+ * handshake: CLOSED, with the reason. */
+TEST(client_tls_wrong_name_fails)
+{
+    SSL_CTX *vctx = make_verifying_client_ctx();
+    struct rec srv = { .consume = true, .greeting = "220 hello\r\n" };
+    int peer;
+    CHECK(new_conn(&srv, &peer, sctx) != NULL);
+    struct rec cli = { .consume = true };
+    cli.c = conn_new_client(loop, peer, NULL, 0, vctx, "wrong.example", handler, &cli);
+    CHECK(cli.c != NULL);
+    CHECK(run_until(is_closed, &cli, DEADLINE));
+    CHECK_INT(count_ev(&cli, CONN_EV_TLS_READY), 0);
+    CHECK_INT(count_ev(&cli, CONN_EV_CLOSED), 1);
+    CHECK(run_until(is_closed, &srv, DEADLINE));
+    CHECK_INT(count_ev(&srv, CONN_EV_TLS_READY), 0);
+    free_rec(&cli);
+    free_rec(&srv);
+    SSL_CTX_free(vctx);
+}
+
+struct err_probe {
+    struct rec r;
+    char error[400];
+};
+
+static void probe_handler(struct conn *c, enum conn_event ev, void *arg)
+{
+    struct err_probe *p = arg;
+    if (ev == CONN_EV_CLOSED)
+        snprintf(p->error, sizeof p->error, "%s", conn_error(c));
+    handler(c, ev, &p->r);
+}
+
+TEST(client_tls_wrong_name_reports_reason)
+{
+    SSL_CTX *vctx = make_verifying_client_ctx();
+    struct rec srv = { .consume = true };
+    int peer;
+    CHECK(new_conn(&srv, &peer, sctx) != NULL);
+    struct err_probe p = { .r = { .consume = true } };
+    p.r.c = conn_new_client(loop, peer, NULL, 0, vctx, "wrong.example", probe_handler, &p);
+    CHECK(run_until(is_closed, &p.r, DEADLINE));
+    CHECK(strstr(p.error, "certificate verification failed") != NULL);
+    CHECK(run_until(is_closed, &srv, DEADLINE));
+    free_rec(&p.r);
+    free_rec(&srv);
+    SSL_CTX_free(vctx);
+}
+
+/* Plaintext first, then STARTTLS from the client side. */
+TEST(client_starttls)
+{
+    SSL_CTX *vctx = make_verifying_client_ctx();
+    struct rec srv = { .consume = true, .starttls_ctx = sctx, .greeting = "220 secured\r\n" };
+    int peer;
+    CHECK(new_conn(&srv, &peer, NULL) != NULL);
+    struct rec cli = { .consume = true };
+    want_lines = "220 ready|";
+    cli.c = conn_new_client(loop, peer, NULL, 0, NULL, "localhost", handler, &cli);
+    CHECK(cli.c != NULL);
+    CHECK(!conn_is_tls(cli.c));
+    conn_printf(cli.c, "STARTTLS\r\n");
+    CHECK(run_until(lines_contain, &cli, DEADLINE));
+    CHECK_INT(conn_starttls_client(cli.c, vctx, NULL), 0);
+    CHECK_INT(conn_starttls_client(cli.c, vctx, NULL), -1);   /* already TLS */
+    want_lines = "220 secured|";
+    CHECK(run_until(lines_contain, &cli, DEADLINE));
+    CHECK_INT(count_ev(&cli, CONN_EV_TLS_READY), 1);
+    CHECK(conn_tls_version(cli.c) != NULL);
+    CHECK_INT(srv.starttls_rc, 0);
+    CHECK_INT(conn_starttls_client(srv.c, vctx, NULL), -1);   /* not a client conn */
+    conn_close(cli.c);
+    CHECK(run_until(is_closed, &cli, DEADLINE));
+    CHECK(run_until(is_closed, &srv, DEADLINE));
+    free_rec(&cli);
+    free_rec(&srv);
+    SSL_CTX_free(vctx);
+}
+
 static bool plain_line_step(void *arg)
 {
     struct plain_line *p = arg;
@@ -863,10 +991,15 @@ int main(void)
     RUN(tls_backpressure);
     RUN(implicit_tls_handshake_failure_closes);
     RUN(starttls_discards_injected_plaintext);
+    RUN(client_implicit_tls_handshake);
+    RUN(client_tls_wrong_name_fails);
+    RUN(client_tls_wrong_name_reports_reason);
+    RUN(client_starttls);
     CHECK_INT(conn_count(), 0);
 
     SSL_CTX_free(sctx);
     SSL_CTX_free(cctx);
+    X509_free(server_cert);
     ev_timer_stop(loop, &tick);
     ev_loop_destroy(loop);
     return test_summary();

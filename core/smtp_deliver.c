@@ -1,0 +1,333 @@
+/* The end of an SMTP transaction: the trace headers, then one worker job
+ * that queues the copy for remote recipients and stores the local ones,
+ * and only then the reply. See smtp_session.h. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+#include "mailstore.h"
+#include "queue.h"
+#include "queue_runner.h"
+#include "smtp_session.h"
+
+#define FROM_ADDRESSES_MAX 16   /* addresses checked in one From: header */
+
+enum delivery_result { DELIVERY_OK, DELIVERY_FAILED, DELIVERY_SPOOFED };
+
+struct delivery {
+    struct smtp_session *s;
+    char qid[13];
+    struct buf prefix;           /* Return-Path, then the trace headers */
+    size_t trace_off;            /* where the trace headers start in prefix */
+    struct mailstore_target *targets;
+    size_t ntargets;
+    bool check_from;             /* SPOOF_PROTECTION on a submitted message */
+    enum delivery_result result;
+    char queue_id[QUEUE_ID_LEN + 1];
+    char err[256];
+};
+
+const char *smtp_protocol_name(const struct smtp_session *s)
+{
+    bool tls = conn_is_tls(s->conn);
+    if (s->mail.smtputf8)
+        return s->authed ? (tls ? "UTF8SMTPSA" : "UTF8SMTPA") : (tls ? "UTF8SMTPS" : "UTF8SMTP");
+    if (s->authed)
+        return tls ? "ESMTPSA" : "ESMTPA";
+    if (!s->esmtp)
+        return tls ? "SMTPS" : "SMTP";
+    return tls ? "ESMTPS" : "ESMTP";
+}
+
+/* Whether the header section of msg has a field called `name`. */
+static bool has_header(const struct buf *msg, const char *name)
+{
+    size_t nlen = strlen(name);
+    const char *p = msg->data, *end = msg->data + msg->len;
+    while (p && p < end) {
+        if (p + 2 <= end && p[0] == '\r' && p[1] == '\n')
+            return false; /* the blank line: end of the header section */
+        if ((size_t)(end - p) > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':')
+            return true;
+        const char *lf = memchr(p, '\n', (size_t)(end - p));
+        p = lf ? lf + 1 : NULL;
+    }
+    return false;
+}
+
+static void rfc5322_date(char *out, size_t outlen, time_t when)
+{
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    strftime(out, outlen, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+/* Return-Path for the local copies, then the Received header (without the
+ * client's address on submission: docker-mailserver hides it too), and on
+ * submission a Message-ID and Date when the message has none. */
+static int trace_headers(struct smtp_session *s, struct delivery *d)
+{
+    char date[64];
+    time_t now = time(NULL);
+    rfc5322_date(date, sizeof date, now);
+    struct buf *out = &d->prefix;
+
+    int rc = buf_printf(out, "Return-Path: <%s>\r\n", s->mail.from.mailbox);
+    d->trace_off = out->len;
+    if (s->authed)
+        rc |= buf_printf(out, "Received: from %s\r\n\tby %s (posthorn) with %s id %s", s->helo,
+                         smtp_hostname(s), smtp_protocol_name(s), d->qid);
+    else
+        rc |= buf_printf(out, "Received: from %s ([%s])\r\n\tby %s (posthorn) with %s id %s",
+                         s->helo, s->peer, smtp_hostname(s), smtp_protocol_name(s), d->qid);
+    if (conn_is_tls(s->conn))
+        rc |= buf_printf(out, "\r\n\t(using %s with cipher %s)", conn_tls_version(s->conn),
+                         conn_tls_cipher(s->conn));
+    size_t nrcpts = s->rcpts.n;
+    if (nrcpts == 1)
+        rc |= buf_printf(out, "\r\n\tfor <%s>", s->rcpts.v[0]);
+    rc |= buf_printf(out, "; %s\r\n", date);
+    if (smtp_is_submission(s)) {
+        if (!has_header(&s->msg, "Message-ID"))
+            rc |= buf_printf(out, "Message-ID: <%s.%lld@%s>\r\n", d->qid, (long long)now,
+                             smtp_hostname(s));
+        if (!has_header(&s->msg, "Date"))
+            rc |= buf_printf(out, "Date: %s\r\n", date);
+    }
+    return rc ? -1 : 0;
+}
+
+/* --- SPOOF_PROTECTION: the From: header -------------------------------- */
+
+/* Copies the unfolded value of the first From: field into out. */
+static bool from_header_value(const struct buf *msg, char *out, size_t outlen)
+{
+    const char *p = msg->data, *end = msg->data + msg->len;
+    while (p && p < end && !(p + 2 <= end && p[0] == '\r' && p[1] == '\n')) {
+        const char *lf = memchr(p, '\n', (size_t)(end - p));
+        if ((size_t)(end - p) > 5 && strncasecmp(p, "From:", 5) == 0) {
+            size_t n = 0;
+            const char *v = p + 5;
+            /* the field and its continuation lines */
+            while (v < end) {
+                const char *eol = memchr(v, '\n', (size_t)(end - v));
+                const char *stop = eol ? eol : end;
+                for (; v < stop && n + 1 < outlen; v++)
+                    if (*v != '\r')
+                        out[n++] = *v;
+                if (!eol || eol + 1 >= end || (eol[1] != ' ' && eol[1] != '\t'))
+                    break;
+                v = eol + 1;
+            }
+            out[n] = '\0';
+            return true;
+        }
+        p = lf ? lf + 1 : NULL;
+    }
+    return false;
+}
+
+/* Splits a From: value into addresses: what stands in <...>, or the bare
+ * addr-spec when there are no brackets. */
+static size_t from_addresses(char *value, char *addrs[], size_t max)
+{
+    size_t n = 0;
+    char *p = value;
+    while (n < max && (p = strchr(p, '<')) != NULL) {
+        char *close = strchr(p, '>');
+        if (!close)
+            break;
+        *close = '\0';
+        addrs[n++] = p + 1;
+        p = close + 1;
+    }
+    if (n == 0 && !strchr(value, '<')) {
+        char *v = value;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        char *e = v + strlen(v);
+        while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+            *--e = '\0';
+        if (*v)
+            addrs[n++] = v;
+    }
+    return n;
+}
+
+/* Whether `address` belongs to `user`: the user's own address, or one that
+ * resolves to them (an alias, a catch-all, plus-addressing). Blocking. */
+bool smtp_address_owned(struct accounts *acc, const char *address, const char *user)
+{
+    struct accounts_list local, remote;
+    bool owned = false;
+    if (accounts_resolve(acc, address, &local, &remote) == ACCOUNTS_OK)
+        for (size_t i = 0; i < local.n && !owned; i++)
+            owned = strcmp(local.items[i], user) == 0;
+    accounts_list_free(&local);
+    accounts_list_free(&remote);
+    return owned;
+}
+
+static bool from_header_owned(struct smtp_session *s)
+{
+    char value[2048];
+    char *addrs[FROM_ADDRESSES_MAX];
+    if (!from_header_value(&s->msg, value, sizeof value))
+        return true; /* no From: at all is not spoofing anyone */
+    size_t n = from_addresses(value, addrs, FROM_ADDRESSES_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!smtp_address_owned(s->srv->accounts, addrs[i], s->user))
+            return false;
+    return true;
+}
+
+/* --- the worker job -------------------------------------------------------- */
+
+static int queue_remote(struct smtp_session *s, struct delivery *d)
+{
+    struct iovec iov[2] = {
+        { d->prefix.data + d->trace_off, d->prefix.len - d->trace_off },
+        { s->msg.data, s->msg.len },
+    };
+    const char *const *orcpt = (const char *const *)s->remote_orcpt.v;
+    struct queue_new m = {
+        .sender = s->mail.from.mailbox,
+        .rcpts = (const char *const *)s->remote.v,
+        .notify = s->remote_notify,
+        .orcpt = orcpt,
+        .nrcpts = s->remote.n,
+        .ret = s->mail.ret,
+        .envid = s->mail.envid,
+    };
+    return queue_add(s->srv->queue, &m, iov, 2, d->queue_id, d->err, sizeof d->err);
+}
+
+static void delivery_work(void *arg)
+{
+    struct delivery *d = arg;
+    struct smtp_session *s = d->s;
+    if (d->check_from && !from_header_owned(s)) {
+        d->result = DELIVERY_SPOOFED;
+        return;
+    }
+    d->result = DELIVERY_FAILED;
+    if (s->remote.n && queue_remote(s, d) < 0)
+        return;
+    if (d->ntargets) {
+        struct iovec iov[2] = {
+            { d->prefix.data, d->prefix.len },
+            { s->msg.data, s->msg.len },
+        };
+        if (mailstore_deliver(s->srv->store, iov, 2, d->targets, d->ntargets, d->err,
+                              sizeof d->err) < 0) {
+            /* All or nothing: the sender will send again. */
+            if (d->queue_id[0])
+                queue_remove(s->srv->queue, d->queue_id);
+            d->queue_id[0] = '\0';
+            return;
+        }
+    }
+    d->result = DELIVERY_OK;
+}
+
+static void log_delivery(struct smtp_session *s, const struct delivery *d)
+{
+    struct buf to = BUF_INIT;
+    for (size_t i = 0; i < s->rcpts.n; i++)
+        buf_printf(&to, "%s<%s>", i ? "," : "", s->rcpts.v[i]);
+    const char *rcpts = buf_cstr(&to);
+    bool tls = conn_is_tls(s->conn);
+    switch (d->result) {
+    case DELIVERY_OK:
+        log_info("smtp[%s]: %s: accepted client=%s%s%s from=<%s> to=%s mailboxes=%zu "
+                 "queued=%s size=%zu proto=%s%s%s",
+                 s->id, d->qid, s->peer, s->authed ? " user=" : "", s->authed ? s->user : "",
+                 s->mail.from.mailbox, rcpts ? rcpts : "", d->ntargets,
+                 d->queue_id[0] ? d->queue_id : "-", s->msg.len, smtp_protocol_name(s),
+                 tls ? " tls=" : "", tls ? conn_tls_version(s->conn) : "");
+        break;
+    case DELIVERY_SPOOFED:
+        log_info("smtp[%s]: %s: refused client=%s user=%s: From: header not owned", s->id,
+                 d->qid, s->peer, s->user);
+        break;
+    case DELIVERY_FAILED:
+        log_error("smtp[%s]: %s: not stored, client=%s from=<%s> to=%s: %s", s->id, d->qid,
+                  s->peer, s->mail.from.mailbox, rcpts ? rcpts : "", d->err);
+        break;
+    }
+    buf_free(&to);
+}
+
+static void delivery_free(struct delivery *d)
+{
+    buf_free(&d->prefix);
+    free(d->targets);
+    free(d);
+}
+
+static void delivery_done(void *arg)
+{
+    struct delivery *d = arg;
+    struct smtp_session *s = d->s;
+    if (s->conn)
+        log_delivery(s, d);
+    else if (d->result == DELIVERY_OK)
+        log_info("smtp[%s]: %s: accepted, but the client left before the reply", s->id, d->qid);
+    if (d->queue_id[0] && s->srv->runner)
+        queue_runner_kick(s->srv->runner);
+    enum delivery_result result = d->result;
+    char qid[sizeof d->qid];
+    memcpy(qid, d->qid, sizeof qid);
+    delivery_free(d);
+
+    smtp_transaction_reset(s);
+    if (!smtp_session_resume(s))
+        return;
+    switch (result) {
+    case DELIVERY_OK:
+        s->messages++;
+        s->junk = 0;
+        smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", qid);
+        break;
+    case DELIVERY_SPOOFED:
+        smtp_reply(s, 553, "5.7.1", "From: header address not owned by user %s", s->user);
+        break;
+    case DELIVERY_FAILED:
+        smtp_reply(s, 451, "4.3.0", "Error: local storage failure, try again later");
+        break;
+    }
+    if (!smtp_stop_if_shutting_down(s))
+        smtp_session_process(s);
+}
+
+void smtp_message_complete(struct smtp_session *s)
+{
+    s->phase = PHASE_COMMAND;
+    struct delivery *d = calloc(1, sizeof *d);
+    if (d && s->mailboxes.n)
+        d->targets = calloc(s->mailboxes.n, sizeof *d->targets);
+    if (!d || (s->mailboxes.n && !d->targets)) {
+        free(d);
+        smtp_transaction_reset(s);
+        smtp_reply(s, 451, "4.3.0", "Error: out of memory, try again later");
+        return;
+    }
+    d->s = s;
+    smtp_random_hex(d->qid, 12);
+    d->ntargets = s->mailboxes.n;
+    for (size_t i = 0; i < s->mailboxes.n; i++)
+        d->targets[i].address = s->mailboxes.v[i];
+    d->check_from = s->authed && s->srv->settings->spoof_protection;
+    if (trace_headers(s, d) < 0 ||
+        workers_submit(s->srv->workers, delivery_work, delivery_done, d) < 0) {
+        delivery_free(d);
+        smtp_transaction_reset(s);
+        smtp_reply(s, 451, "4.3.0", "Error: out of memory, try again later");
+        return;
+    }
+    smtp_session_suspend(s);
+}
