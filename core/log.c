@@ -1,6 +1,7 @@
 /* log: formats each line on the stack and writes it with one write(2) per
  * destination, so lines from different threads never interleave. */
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,37 +42,15 @@ int log_level_parse(const char *name, enum log_level *out)
     return -1;
 }
 
-/* mkdir -p for LOG_DIR; existing directories are fine. */
-static int make_dirs(const char *dir, char *err, size_t errlen)
-{
-    char path[4096];
-    size_t len = strlen(dir);
-    if (len >= sizeof path) {
-        snprintf(err, errlen, "path too long: %.64s...", dir);
-        return -1;
-    }
-    memcpy(path, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != '\0')
-            continue;
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-            return -1;
-        }
-        path[i] = saved;
-    }
-    return 0;
-}
-
 int log_init(enum log_level level, const char *log_dir, char *err, size_t errlen)
 {
     log_set_level(level);
     if (!log_dir || !*log_dir)
         return 0;
-    if (make_dirs(log_dir, err, errlen) < 0)
+    if (mkdir_p(log_dir, 0755) < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", log_dir, strerror(errno));
         return -1;
+    }
     char path[4096];
     int n = snprintf(path, sizeof path, "%s/mail.log", log_dir);
     if (n < 0 || (size_t)n >= sizeof path) {

@@ -17,6 +17,7 @@
  * per-handle mutex serializes every call on a handle, so one SQLite
  * connection per owner is enough and a sync never races another sync. */
 #include "mailindex.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -109,19 +110,6 @@ static struct mailindex *registry;
 
 static pthread_mutex_t uv_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t uv_last;
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* time(NULL), but never twice the same value in this process, so that a
  * folder deleted and recreated (or an index rebuilt) within one second still

@@ -12,6 +12,7 @@
  * plus one directory fsync per destination directory, shared with the
  * deliveries into that directory running at the same time (group commit). */
 #include "mailstore_backend.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -67,19 +68,6 @@ struct maildir {
 
 /* The only mutable state shared between threads. */
 static atomic_ullong unique_counter;
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* --- Name validation --------------------------------------------------- */
 
@@ -443,27 +431,6 @@ static int open_dir(int dirfd, const char *rel)
 
 /* --- Open / close ----------------------------------------------------------- */
 
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(tmp)) {
-        errno = len ? ENAMETOOLONG : EINVAL;
-        return -1;
-    }
-    memcpy(tmp, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (tmp[i] != '/' && tmp[i] != '\0')
-            continue;
-        char saved = tmp[i];
-        tmp[i] = '\0';
-        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-            return -1;
-        tmp[i] = saved;
-    }
-    return 0;
-}
-
 static void *md_open(const char *root, const char *hostname, char *err, size_t errlen)
 {
     if (!root || !*root) {
@@ -481,7 +448,7 @@ static void *md_open(const char *root, const char *hostname, char *err, size_t e
     size_t len = strlen(md->root);
     while (len > 1 && md->root[len - 1] == '/')
         md->root[--len] = '\0';
-    if (mkdir_p(md->root) < 0 || (md->rootfd = open(md->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    if (mkdir_p(md->root, 0700) < 0 || (md->rootfd = open(md->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         int saved = errno;
         set_err(err, errlen, "cannot open mail directory %s: %s", md->root, strerror(saved));
         free(md->root);

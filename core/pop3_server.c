@@ -6,6 +6,7 @@
  * the final expunge go to the worker pool; reading pauses meanwhile
  * (`busy`), so pipelined commands are answered in order. */
 #include "pop3_server.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -108,23 +109,6 @@ static void mailbox_unlock(const char *address)
 }
 
 /* --- small helpers ------------------------------------------------------------ */
-
-static void random_hex(char *out, size_t digits)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    unsigned char raw[8];
-    size_t need = (digits + 1) / 2;
-    if (need > sizeof raw)
-        need = sizeof raw;
-    if (getrandom(raw, need, 0) != (ssize_t)need) {
-        static unsigned long fallback;
-        for (size_t i = 0; i < need; i++)
-            raw[i] = (unsigned char)(++fallback * 2654435761u >> (i % 4 * 8));
-    }
-    for (size_t i = 0; i < digits; i++)
-        out[i] = hex[(raw[i / 2] >> (i % 2 ? 0 : 4)) & 0xf];
-    out[digits] = '\0';
-}
 
 static bool blank(const char *s, size_t len)
 {

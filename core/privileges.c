@@ -1,4 +1,5 @@
 #include "privileges.h"
+#include "util.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -7,35 +8,6 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-int mkdir_p(const char *path, mode_t mode)
-{
-    char tmp[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof tmp) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(tmp, path, len + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-        return -1;
-    struct stat st;
-    if (stat(tmp, &st) < 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
 
 static int prepare_dir(const char *setting, const char *path, mode_t mode, uid_t uid, gid_t gid,
                        char *err, size_t errlen)

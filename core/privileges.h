@@ -13,10 +13,6 @@
 
 #include "settings.h"
 
-/* mkdir -p with `mode` for the directories it creates. Returns 0 or -1 with
- * errno set. */
-int mkdir_p(const char *path, mode_t mode);
-
 /* Creates the data directories and, as root, chowns them (not their
  * contents) to the mail user. Returns 0, or -1 with a reason in err. */
 int privileges_prepare_dirs(const struct settings *s, char *err, size_t errlen);

@@ -5,6 +5,7 @@
  * row here. Loading goes: file -> environment -> NAME__FILE -> parse each
  * row -> derived defaults (hostname, postmaster) -> cross-checks. */
 #include "settings.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -171,19 +172,6 @@ static void *field(struct settings *s, const struct setting_def *d)
 static const void *cfield(const struct settings *s, const struct setting_def *d)
 {
     return (const char *)s + d->offset;
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 /* A printable, bounded copy of an untrusted value for an error line. */

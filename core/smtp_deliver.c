@@ -13,6 +13,7 @@
 #include "queue.h"
 #include "queue_runner.h"
 #include "smtp_session.h"
+#include "util.h"
 
 #define FROM_ADDRESSES_MAX 16   /* addresses checked in one From: header */
 
@@ -317,7 +318,7 @@ void smtp_message_complete(struct smtp_session *s)
         return;
     }
     d->s = s;
-    smtp_random_hex(d->qid, 12);
+    random_hex(d->qid, 12);
     d->ntargets = s->mailboxes.n;
     for (size_t i = 0; i < s->mailboxes.n; i++)
         d->targets[i].address = s->mailboxes.v[i];

@@ -7,6 +7,7 @@
  * reading whenever work goes to the worker pool (recipient lookup,
  * delivery), so that pipelined commands are answered in order. */
 #include "smtp_server.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -27,24 +28,6 @@ static size_t buffered_total;         /* message octets held by all sessions */
 
 
 /* --- small helpers ---------------------------------------------------- */
-
-void smtp_random_hex(char *out, size_t digits)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    unsigned char raw[16];
-    size_t need = (digits + 1) / 2;
-    if (need > sizeof raw)
-        need = sizeof raw;
-    if (getrandom(raw, need, 0) != (ssize_t)need) {
-        /* getrandom on Linux does not fail after boot; keep ids unique anyway */
-        static unsigned long fallback;
-        for (size_t i = 0; i < need; i++)
-            raw[i] = (unsigned char)(++fallback * 2654435761u >> (i % 4 * 8));
-    }
-    for (size_t i = 0; i < digits; i++)
-        out[i] = hex[(raw[i / 2] >> (i % 2 ? 0 : 4)) & 0xf];
-    out[digits] = '\0';
-}
 
 int smtp_strvec_add(struct strvec *sv, const char *str)
 {
@@ -898,7 +881,7 @@ static void accept_service(enum smtp_service svc, int fd, const struct sockaddr 
     s->srv = srv;
     s->conn = c;
     s->svc = svc;
-    smtp_random_hex(s->id, 8);
+    random_hex(s->id, 8);
     snprintf(s->peer, sizeof s->peer, "%s", conn_peer_addr(c));
     if (srv->stopping || !iplimit_acquire(s->peer, set->max_connections_per_ip,
                                           set->max_connections)) {

@@ -100,7 +100,6 @@ int smtp_strvec_add(struct strvec *sv, const char *str);
 bool smtp_strvec_has(const struct strvec *sv, const char *str);
 void smtp_strvec_clear(struct strvec *sv);
 
-void smtp_random_hex(char *out, size_t digits);
 const char *smtp_hostname(const struct smtp_session *s);
 bool smtp_is_submission(const struct smtp_session *s);
 

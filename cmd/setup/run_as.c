@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "privileges.h"
+#include "util.h"
 #include "setup.h"
 
 /* mkdir -p, with traversable parents: the final directory gets `mode`,
