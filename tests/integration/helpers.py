@@ -277,6 +277,10 @@ class Daemon:
             "LOG_LEVEL": "debug",
             "ENABLE_CLAMAV": "0",
             "WORKER_THREADS": "4",
+            # Never the system resolver: a test that needs DNS starts its own
+            # fixture and overrides this. Nothing listens on the discard
+            # port, so lookups fail at once as temporary errors.
+            "DNS_RESOLVER": "127.0.0.1:9",
         }
         for name in LISTENERS_OFF:
             self.settings[name] = ""
