@@ -104,59 +104,123 @@ static int trace_headers(struct smtp_session *s, struct delivery *d)
 
 /* --- SPOOF_PROTECTION: the From: header -------------------------------- */
 
-/* Copies the unfolded value of the first From: field into out. */
-static bool from_header_value(const struct buf *msg, char *out, size_t outlen)
+/* Finds the From: fields of the header section: returns how many there
+ * are (RFC 5322 allows one), and copies the unfolded value of the first
+ * into out; *truncated says it did not fit. */
+static int from_fields(const struct buf *msg, char *out, size_t outlen, bool *truncated)
 {
+    int count = 0;
+    *truncated = false;
+    out[0] = '\0';
     const char *p = msg->data, *end = msg->data + msg->len;
     while (p && p < end && !(p + 2 <= end && p[0] == '\r' && p[1] == '\n')) {
         const char *lf = memchr(p, '\n', (size_t)(end - p));
-        if ((size_t)(end - p) > 5 && strncasecmp(p, "From:", 5) == 0) {
+        if ((size_t)(end - p) > 5 && strncasecmp(p, "From:", 5) == 0 && count++ == 0) {
             size_t n = 0;
             const char *v = p + 5;
             /* the field and its continuation lines */
             while (v < end) {
                 const char *eol = memchr(v, '\n', (size_t)(end - v));
                 const char *stop = eol ? eol : end;
-                for (; v < stop && n + 1 < outlen; v++)
-                    if (*v != '\r')
-                        out[n++] = *v;
+                for (; v < stop; v++) {
+                    if (*v == '\r')
+                        continue;
+                    if (n + 1 >= outlen) {
+                        *truncated = true;
+                        break;
+                    }
+                    out[n++] = *v;
+                }
                 if (!eol || eol + 1 >= end || (eol[1] != ' ' && eol[1] != '\t'))
                     break;
                 v = eol + 1;
             }
             out[n] = '\0';
-            return true;
         }
         p = lf ? lf + 1 : NULL;
     }
-    return false;
+    return count;
 }
 
-/* Splits a From: value into addresses: what stands in <...>, or the bare
- * addr-spec when there are no brackets. */
-static size_t from_addresses(char *value, char *addrs[], size_t max)
+struct addr_scan {
+    char angle[ACCOUNTS_ADDR_MAX + 1], bare[ACCOUNTS_ADDR_MAX + 1];
+    size_t alen, blen;
+    bool has_angle, too_long;
+};
+
+static void scan_put(char *buf, size_t *len, bool *too_long, char c)
 {
+    if (*len + 1 >= ACCOUNTS_ADDR_MAX + 1) {
+        *too_long = true;
+        return;
+    }
+    buf[(*len)++] = c;
+    buf[*len] = '\0';
+}
+
+/* Ends one mailbox of the list: its angle-addr when it has one, else the
+ * bare addr-spec. Returns false when the list holds more than max. */
+static bool scan_emit(struct addr_scan *sc, char addrs[][ACCOUNTS_ADDR_MAX + 1], size_t *n,
+                      size_t max)
+{
+    const char *addr = sc->has_angle ? sc->angle : sc->bare;
+    bool ok = true;
+    if (*addr || sc->too_long) {
+        if (*n >= max || sc->too_long)
+            ok = false;
+        else
+            snprintf(addrs[(*n)++], ACCOUNTS_ADDR_MAX + 1, "%s", addr);
+    }
+    memset(sc, 0, sizeof *sc);
+    return ok;
+}
+
+/* Splits an RFC 5322 address list into mailboxes, the way a mail reader
+ * shows them: comments and quoted display names skipped, group names
+ * dropped, every mailbox kept, bracketed or bare. Returns the count, or -1
+ * for a list it cannot check (too many, too long, unbalanced). */
+static int from_addresses(const char *value, char addrs[][ACCOUNTS_ADDR_MAX + 1], size_t max)
+{
+    struct addr_scan sc;
+    memset(&sc, 0, sizeof sc);
     size_t n = 0;
-    char *p = value;
-    while (n < max && (p = strchr(p, '<')) != NULL) {
-        char *close = strchr(p, '>');
-        if (!close)
-            break;
-        *close = '\0';
-        addrs[n++] = p + 1;
-        p = close + 1;
-    }
-    if (n == 0 && !strchr(value, '<')) {
-        char *v = value;
-        while (*v == ' ' || *v == '\t')
+    int comment = 0;
+    bool quoted = false, in_angle = false;
+    for (const char *v = value; *v; v++) {
+        char ch = *v;
+        if ((quoted || comment) && ch == '\\' && v[1]) {
             v++;
-        char *e = v + strlen(v);
-        while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
-            *--e = '\0';
-        if (*v)
-            addrs[n++] = v;
+            continue;
+        }
+        if (quoted) {
+            quoted = ch != '"';
+        } else if (comment) {
+            comment += ch == '(' ? 1 : ch == ')' ? -1 : 0;
+        } else if (ch == '(') {
+            comment = 1;
+        } else if (in_angle) {
+            if (ch == '>')
+                in_angle = false;
+            else if (ch != ' ' && ch != '\t')
+                scan_put(sc.angle, &sc.alen, &sc.too_long, ch);
+        } else if (ch == '"') {
+            quoted = true;
+        } else if (ch == '<') {
+            in_angle = sc.has_angle = true;
+            sc.alen = 0;
+        } else if (ch == ':') {
+            sc.blen = 0; /* a group's display name */
+            sc.bare[0] = '\0';
+        } else if (ch == ',' || ch == ';') {
+            if (!scan_emit(&sc, addrs, &n, max))
+                return -1;
+        } else if (ch != ' ' && ch != '\t') {
+            scan_put(sc.bare, &sc.blen, &sc.too_long, ch);
+        }
     }
-    return n;
+    if (quoted || comment || in_angle || !scan_emit(&sc, addrs, &n, max))
+        return -1;
+    return (int)n;
 }
 
 /* Whether `address` belongs to `user`: the user's own address, or one that
@@ -175,12 +239,18 @@ bool smtp_address_owned(struct accounts *acc, const char *address, const char *u
 
 static bool from_header_owned(struct smtp_session *s)
 {
-    char value[2048];
-    char *addrs[FROM_ADDRESSES_MAX];
-    if (!from_header_value(&s->msg, value, sizeof value))
+    char value[4096];
+    char addrs[FROM_ADDRESSES_MAX][ACCOUNTS_ADDR_MAX + 1];
+    bool truncated;
+    int fields = from_fields(&s->msg, value, sizeof value, &truncated);
+    if (fields == 0)
         return true; /* no From: at all is not spoofing anyone */
-    size_t n = from_addresses(value, addrs, FROM_ADDRESSES_MAX);
-    for (size_t i = 0; i < n; i++)
+    if (fields > 1 || truncated)
+        return false;
+    int n = from_addresses(value, addrs, FROM_ADDRESSES_MAX);
+    if (n <= 0)
+        return false;
+    for (int i = 0; i < n; i++)
         if (!smtp_address_owned(s->srv->accounts, addrs[i], s->user))
             return false;
     return true;

@@ -675,7 +675,9 @@ static void handle_command(struct smtp_session *s, const char *line, size_t len)
         smtp_reply(s, 500, "5.5.2", "Error: command not recognized");
         return;
     }
-    log_trace("smtp[%s]: command %.*s", s->id, (int)(len > 80 ? 80 : len), line);
+    /* AUTH's arguments carry credentials: never logged. */
+    int shown = cmd.verb == SMTP_AUTH ? 4 : (int)(len > 80 ? 80 : len);
+    log_trace("smtp[%s]: command %.*s", s->id, shown, line);
     /* After SIGTERM a transaction already under way may finish (its 250 is
      * followed by the 421); anything else is refused. */
     if (cmd.verb != SMTP_QUIT && !(s->in_mail && cmd.verb != SMTP_RSET) &&

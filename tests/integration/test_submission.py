@@ -541,3 +541,26 @@ def test_submitted_user_is_not_in_the_clear(subd):
         assert r.code == 530, r
         r = c.cmd("MAIL FROM:<%s>" % USER)
         assert r.code == 530, r
+
+
+@pytest.mark.parametrize("from_field", [
+    "From: other@example.test, <user@example.test>",       # a bare address beside a bracketed one
+    "From: other@example.test (<user@example.test>)",      # brackets inside a comment
+    "From: <user@example.test>\r\nFrom: <other@example.test>",  # two From: fields
+    'From: "<user@example.test>" <other@example.test>',   # brackets inside a display name
+    "From: friends: other@example.test, <user@example.test>;",  # a group
+])
+def test_spoof_protection_reads_the_whole_from_field(spoofd, from_field):
+    subj = unique("fromlist")
+    msg = ("%s\r\nTo: <%s>\r\nSubject: %s\r\n\r\nbody\r\n" % (from_field, OTHER, subj)).encode()
+    final = raw_submit(spoofd, USER, [OTHER], msg)
+    assert final.line.startswith("553 5.7.1 "), (from_field, final)
+    assert spoofd.find(OTHER, subj) == []
+
+
+def test_spoof_protection_accepts_display_names_and_comments(spoofd):
+    subj = unique("fromok")
+    msg = ('From: "Us, the team (really)" <user@example.test> (work), alias@example.test\r\n'
+           "To: <%s>\r\nSubject: %s\r\n\r\nbody\r\n" % (OTHER, subj)).encode()
+    final = raw_submit(spoofd, USER, [OTHER], msg)
+    assert QUEUED_RE.match(final.line), final
