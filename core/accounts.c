@@ -45,6 +45,11 @@ static const char *const migrations[] = {
     "CREATE TABLE relay_auth(domain TEXT PRIMARY KEY NOT NULL,"
     " user TEXT NOT NULL, password TEXT NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE relay_excluded(domain TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;",
+    /* 3: per-user mailbox quotas in bytes (setup quota set; 0 = unlimited).
+     * A user's quota goes with the user. */
+    "CREATE TABLE quotas(address TEXT PRIMARY KEY NOT NULL"
+    " REFERENCES users(address) ON DELETE CASCADE,"
+    " bytes INTEGER NOT NULL CHECK(bytes >= 0)) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -57,6 +62,7 @@ enum stmt_id {
     ST_DOMAIN_EXISTS, ST_DOMAIN_ADD, ST_DOMAIN_GC,
     ST_RELAY_DOMAIN_SET, ST_RELAY_AUTH_SET, ST_RELAY_EXCLUDE,
     ST_RELAY_DOMAIN_GET, ST_RELAY_AUTH_GET, ST_RELAY_EXCLUDED_GET, ST_RELAY_LIST,
+    ST_QUOTA_SET, ST_QUOTA_GET, ST_QUOTA_DEL,
     ST_COUNT
 };
 
@@ -96,6 +102,9 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " UNION ALL SELECT domain, 2, domain || ' auth ' || user FROM relay_auth"
                       " UNION ALL SELECT domain, 3, domain || ' excluded' FROM relay_excluded)"
                       " ORDER BY d, k",
+    [ST_QUOTA_SET] = "INSERT OR REPLACE INTO quotas(address, bytes) VALUES (?1, ?2)",
+    [ST_QUOTA_GET] = "SELECT bytes FROM quotas WHERE address = ?1",
+    [ST_QUOTA_DEL] = "DELETE FROM quotas WHERE address = ?1",
 };
 
 struct accounts {
@@ -1137,4 +1146,85 @@ enum accounts_result accounts_relay_lookup(struct accounts *a, const char *domai
 enum accounts_result accounts_relay_list(struct accounts *a, struct accounts_list *out)
 {
     return list_query(a, ST_RELAY_LIST, out);
+}
+
+/* ------------------------------------------------------------------ */
+/* Quotas                                                               */
+
+/* The caller holds the lock in a write transaction. */
+static enum accounts_result quota_write(struct accounts *a, const char *addr, bool set,
+                                        uint64_t bytes, char *err, size_t errlen)
+{
+    int user = exists(a, ST_USER_EXISTS, addr, NULL);
+    if (user < 0) {
+        set_db_err(a, "user lookup", err, errlen);
+        return ACCOUNTS_ERROR;
+    }
+    if (!user) {
+        snprintf(err, errlen, "no such user: %s", addr);
+        return ACCOUNTS_NO_SUCH_USER;
+    }
+    sqlite3_stmt *st = stmt(a, set ? ST_QUOTA_SET : ST_QUOTA_DEL);
+    bind_text(st, 1, addr);
+    if (set)
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)bytes);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        log_db_error(a, "quota update");
+        set_db_err(a, "quota update", err, errlen);
+        return ACCOUNTS_ERROR;
+    }
+    return ACCOUNTS_OK;
+}
+
+enum accounts_result accounts_quota_set(struct accounts *a, const char *address, uint64_t bytes,
+                                        char *err, size_t errlen)
+{
+    char addr[ACCOUNTS_ADDR_MAX + 1];
+    if (!accounts_normalize_address(address, addr, sizeof addr, NULL))
+        return invalid_address(address, err, errlen);
+    if (bytes > ACCOUNTS_QUOTA_MAX) {
+        snprintf(err, errlen, "quota too large (at most %llu bytes)",
+                 (unsigned long long)ACCOUNTS_QUOTA_MAX);
+        return ACCOUNTS_INVALID;
+    }
+    if (!begin_write(a, err, errlen))
+        return ACCOUNTS_ERROR;
+    return finish(a, quota_write(a, addr, true, bytes, err, errlen), err, errlen);
+}
+
+enum accounts_result accounts_quota_del(struct accounts *a, const char *address, char *err,
+                                        size_t errlen)
+{
+    char addr[ACCOUNTS_ADDR_MAX + 1];
+    if (!accounts_normalize_address(address, addr, sizeof addr, NULL))
+        return invalid_address(address, err, errlen);
+    if (!begin_write(a, err, errlen))
+        return ACCOUNTS_ERROR;
+    return finish(a, quota_write(a, addr, false, 0, err, errlen), err, errlen);
+}
+
+enum accounts_result accounts_quota_get(struct accounts *a, const char *address, uint64_t *bytes)
+{
+    *bytes = 0;
+    char addr[ACCOUNTS_ADDR_MAX + 1];
+    if (!accounts_normalize_address(address, addr, sizeof addr, NULL))
+        return ACCOUNTS_INVALID;
+    enum accounts_result r = ACCOUNTS_NO_SUCH_USER;
+    pthread_mutex_lock(&a->lock);
+    sqlite3_stmt *st = stmt(a, ST_QUOTA_GET);
+    bind_text(st, 1, addr);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        sqlite3_int64 v = sqlite3_column_int64(st, 0);
+        *bytes = v > 0 ? (uint64_t)v : 0;
+        r = ACCOUNTS_OK;
+    } else if (rc != SQLITE_DONE) {
+        log_db_error(a, stmt_sql[ST_QUOTA_GET]);
+        r = ACCOUNTS_ERROR;
+    }
+    sqlite3_reset(st);
+    pthread_mutex_unlock(&a->lock);
+    return r;
 }

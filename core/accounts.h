@@ -1,4 +1,4 @@
-/* accounts: domains, users, aliases (and later quotas and relays) in
+/* accounts: domains, users, aliases, quotas and relays in
  * STATE_DIR/accounts.db (SQLite, WAL mode). The schema carries a version
  * (PRAGMA user_version) and is migrated in place when opened.
  *
@@ -26,6 +26,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define ACCOUNTS_ADDR_MAX 320   /* 64 local + @ + 255 domain */
 
@@ -150,5 +151,22 @@ enum accounts_result accounts_relay_list(struct accounts *a, struct accounts_lis
  * 253 octets in all, and at least one dot (a bare "localhost" is refused);
  * no trailing dot. Returns true when valid. */
 bool accounts_normalize_domain(const char *in, char *out, size_t outlen, bool *changed);
+
+/* Per-user mailbox quotas in bytes (schema v3; `setup quota`). 0 means
+ * unlimited, even when POSTFIX_MAILBOX_SIZE_LIMIT is set (quota.h applies
+ * the rules). A quota belongs to a user: set and del give
+ * ACCOUNTS_NO_SUCH_USER (with a reason in err) for an address that is not
+ * a user, and deleting the user deletes the quota. del of a user without a
+ * quota succeeds. set gives ACCOUNTS_INVALID above ACCOUNTS_QUOTA_MAX. */
+#define ACCOUNTS_QUOTA_MAX ((uint64_t)INT64_MAX)
+
+enum accounts_result accounts_quota_set(struct accounts *a, const char *address, uint64_t bytes,
+                                        char *err, size_t errlen);
+enum accounts_result accounts_quota_del(struct accounts *a, const char *address, char *err,
+                                        size_t errlen);
+/* The user's own quota: ACCOUNTS_OK with *bytes, ACCOUNTS_NO_SUCH_USER when
+ * none is set (whether or not the user exists), ACCOUNTS_INVALID for a
+ * malformed address, ACCOUNTS_ERROR on a database error (logged). */
+enum accounts_result accounts_quota_get(struct accounts *a, const char *address, uint64_t *bytes);
 
 #endif

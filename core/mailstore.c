@@ -128,3 +128,8 @@ int mailstore_mailbox_path(struct mailstore *ms, const char *address, char *out,
 {
     return ms->ops->mailbox_path(ms->be, address, out, outlen);
 }
+
+int mailstore_usage(struct mailstore *ms, const char *address, uint64_t *bytes)
+{
+    return ms->ops->usage(ms->be, address, bytes);
+}

@@ -112,4 +112,11 @@ int mailstore_remove_mailbox(struct mailstore *ms, const char *address);
  * address cannot name a directory safely. */
 int mailstore_mailbox_path(struct mailstore *ms, const char *address, char *out, size_t outlen);
 
+/* Octets stored in a mailbox, for quotas: the sum of the message sizes in
+ * new/ and cur/ of INBOX and of every folder (tmp/ not counted). A size is
+ * taken from the ",S=<size>" field of the file name when there is one
+ * (no stat needed), otherwise from the file. A mailbox that does not exist
+ * yet holds 0. Returns 0, or -1 with errno (EINVAL: not a usable address). */
+int mailstore_usage(struct mailstore *ms, const char *address, uint64_t *bytes);
+
 #endif

@@ -33,6 +33,7 @@ struct mailstore_backend_ops {
     int (*folder_rename)(void *be, const char *address, const char *from, const char *to);
     int (*remove_mailbox)(void *be, const char *address);
     int (*mailbox_path)(void *be, const char *address, char *out, size_t outlen);
+    int (*usage)(void *be, const char *address, uint64_t *bytes);
 };
 
 /* The Maildir++ backend (mailstore_maildir.c). */

@@ -1320,6 +1320,98 @@ static int md_mailbox_path(void *be, const char *address, char *out, size_t outl
     return 0;
 }
 
+/* --- Usage (quotas) --------------------------------------------------------- */
+
+/* The size recorded in a Maildir name ("...,S=<size>[,...][:2,...]"), as
+ * Dovecot and posthorn write it. */
+static bool size_from_name(const char *name, uint64_t *size)
+{
+    const char *colon = strchr(name, ':');
+    size_t len = colon ? (size_t)(colon - name) : strlen(name);
+    const char *p = memmem(name, len, ",S=", 3);
+    if (!p)
+        return false;
+    p += 3;
+    uint64_t v = 0;
+    int digits = 0;
+    for (; p < name + len && *p >= '0' && *p <= '9'; p++, digits++) {
+        uint64_t digit = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - digit) / 10)
+            return false;
+        v = v * 10 + digit;
+    }
+    if (digits == 0 || (p < name + len && *p != ','))
+        return false;
+    *size = v;
+    return true;
+}
+
+/* Adds the message sizes in boxfd's sub/ to *total. */
+static int usage_sub(int boxfd, const char *sub, uint64_t *total)
+{
+    int fd = open_dir(boxfd, sub);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return errno == ENOENT ? 0 : -1;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t size;
+        struct stat st;
+        if (e->d_name[0] == '.')
+            continue;
+        if (!size_from_name(e->d_name, &size)) {
+            if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                continue;   /* gone meanwhile (expunged, moved): not there */
+            size = (uint64_t)st.st_size;
+        }
+        *total += size;
+    }
+    closedir(d);
+    return 0;
+}
+
+static int usage_box(int boxfd, uint64_t *total)
+{
+    return usage_sub(boxfd, "new", total) == 0 && usage_sub(boxfd, "cur", total) == 0 ? 0 : -1;
+}
+
+static int md_usage(void *be, const char *address, uint64_t *bytes)
+{
+    *bytes = 0;
+    char rel[REL_MAX];
+    if (mailbox_rel(address, rel, sizeof(rel), NULL) < 0)
+        return -1;
+    int mbfd = open_dir(((struct maildir *)be)->rootfd, rel);
+    if (mbfd < 0)
+        return errno == ENOENT ? 0 : -1;    /* nothing delivered yet */
+    char **folders = NULL;
+    size_t n = 0;
+    uint64_t total = 0;
+    int rc = usage_box(mbfd, &total);
+    if (rc == 0)
+        rc = collect_folders(mbfd, NULL, &folders, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char sub[NAME_MAX + 2];
+        snprintf(sub, sizeof(sub), ".%s", folders[i]);
+        int fd = open_dir(mbfd, sub);
+        if (fd < 0 && errno == ENOENT)
+            continue;       /* deleted meanwhile */
+        rc = fd < 0 ? -1 : usage_box(fd, &total);
+        if (fd >= 0)
+            close(fd);
+    }
+    int saved = errno;
+    mailstore_folders_free(folders, n);
+    close(mbfd);
+    errno = saved;
+    if (rc == 0)
+        *bytes = total;
+    return rc;
+}
+
 const struct mailstore_backend_ops mailstore_maildir_ops = {
     .name = "maildir",
     .open = md_open,
@@ -1336,4 +1428,5 @@ const struct mailstore_backend_ops mailstore_maildir_ops = {
     .folder_rename = md_folder_rename,
     .remove_mailbox = md_remove_mailbox,
     .mailbox_path = md_mailbox_path,
+    .usage = md_usage,
 };

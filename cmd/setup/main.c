@@ -22,6 +22,8 @@ static const char usage_text[] =
     "  alias add <alias> <target>           add an alias (<alias> may be @domain)\n"
     "  alias del <alias> <target>           delete an alias\n"
     "  alias list                           list aliases\n"
+    "  quota set <address> <quota>          limit a mailbox (e.g. 500M, 1G; 0 = unlimited)\n"
+    "  quota del <address>                  remove it (POSTFIX_MAILBOX_SIZE_LIMIT applies)\n"
     "  relay add-domain <domain> <host> [<port>]  send mail from <domain> via <host>\n"
     "  relay add-auth <domain> <user> [<password>] credentials for mail from <domain>\n"
     "  relay exclude-domain <domain>        mail from <domain> bypasses RELAY_HOST\n"
@@ -29,6 +31,10 @@ static const char usage_text[] =
     "  queue list                           list queued outbound messages\n"
     "  queue flush [<id>]                   retry queued messages now\n"
     "  queue delete <id>                    remove a queued message\n"
+    "  import dms <directory>               import docker-mailserver's files\n"
+    "                                       (postfix-accounts.cf, postfix-virtual.cf, ...)\n"
+    "  debug health                         check that every enabled listener answers\n"
+    "  debug settings                       print the effective settings (NAME=value)\n"
     "  help                                 show this text\n"
     "\n"
     "Options:\n"
@@ -104,8 +110,14 @@ static int dispatch(const char *path, const char *cmd, int argc, char **argv)
         fn = cmd_alias;
     else if (strcmp(cmd, "relay") == 0)
         fn = cmd_relay;
+    else if (strcmp(cmd, "quota") == 0)
+        fn = cmd_quota;
     else if (strcmp(cmd, "queue") == 0)
         fn = cmd_queue;
+    else if (strcmp(cmd, "import") == 0)
+        fn = cmd_import;
+    else if (strcmp(cmd, "debug") == 0)
+        fn = cmd_debug;
     else
         return setup_usage_error("unknown command '%s' (see setup help)", cmd);
     struct settings s;

@@ -55,6 +55,11 @@ bool setup_ask_yes(const char *question);
 int cmd_email(const struct settings *s, int argc, char **argv);
 int cmd_alias(const struct settings *s, int argc, char **argv);
 int cmd_relay(const struct settings *s, int argc, char **argv);
+int cmd_quota(const struct settings *s, int argc, char **argv);
 int cmd_queue(const struct settings *s, int argc, char **argv);
+/* setup import dms <dir> (cmd_import.c) */
+int cmd_import(const struct settings *s, int argc, char **argv);
+/* setup debug health|settings (cmd_debug.c) */
+int cmd_debug(const struct settings *s, int argc, char **argv);
 
 #endif

@@ -145,7 +145,7 @@ TEST(open_sets_schema_mode_and_wal)
     sqlite3_stmt *s;
     CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
     CHECK_INT(sqlite3_step(s), SQLITE_ROW);
-    CHECK_INT(sqlite3_column_int(s, 0), 2);   /* v2: relay tables */
+    CHECK_INT(sqlite3_column_int(s, 0), 3);   /* v3: quotas */
     sqlite3_finalize(s);
     CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
     CHECK_INT(sqlite3_step(s), SQLITE_ROW);
