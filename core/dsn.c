@@ -123,27 +123,52 @@ static int top_headers(const struct dsn_info *info, const struct dsn_rcpt *r, si
                       from, to, subject_for(r, n), date, mid, host, boundary);
 }
 
+static bool any_action(const struct dsn_rcpt *r, size_t n, enum dsn_action a)
+{
+    for (size_t i = 0; i < n; i++)
+        if (r[i].action == a)
+            return true;
+    return false;
+}
+
+/* What original_part will attach: 2 the whole message, 1 its headers, 0
+ * nothing. */
+static int attached(const struct dsn_info *info, size_t original_len)
+{
+    if (original_len == 0)
+        return 0;
+    return info->ret_hdrs_only || original_len > DSN_FULL_MAX ? 1 : 2;
+}
+
 static int human_part(const struct dsn_info *info, const struct dsn_rcpt *r, size_t n,
-                      const char *boundary, struct buf *out)
+                      size_t original_len, const char *boundary, struct buf *out)
 {
     char host[256];
     clean(info->hostname, host, sizeof host, true);
-    bool failed = strcmp(subject_for(r, n), "Undelivered Mail Returned to Sender") == 0;
     int rc = buf_printf(out,
                         "\r\n--%s\r\n"
                         "Content-Description: Notification\r\n"
                         "Content-Type: text/plain; charset=us-ascii\r\n"
                         "\r\n"
                         "This is the mail system at host %s.\r\n"
-                        "\r\n"
-                        "%s\r\n"
                         "\r\n",
-                        boundary, host,
-                        failed ? "Your message could not be delivered to one or more recipients.\r\n"
-                                 "It is attached below."
-                               : "Your message has not been delivered yet to one or more\r\n"
-                                 "recipients. Delivery will be retried; you do not need to\r\n"
-                                 "send it again.");
+                        boundary, host);
+    if (rc == 0 && any_action(r, n, DSN_FAILED))
+        rc = buf_printf(out, "Your message could not be delivered to one or more recipients.\r\n");
+    if (rc == 0 && any_action(r, n, DSN_DELAYED))
+        rc = buf_printf(out, "Your message has not been delivered yet to one or more\r\n"
+                             "recipients. Delivery will be retried; you do not need to\r\n"
+                             "send it again.\r\n");
+    if (rc == 0 && any_action(r, n, DSN_DELIVERED))
+        rc = buf_printf(out, "Your message was relayed to the mail server of one or more\r\n"
+                             "recipients that does not send delivery notifications; you\r\n"
+                             "will get no further notice about them from there.\r\n");
+    int att = attached(info, original_len);
+    if (rc == 0 && att > 0)
+        rc = buf_printf(out, "%s\r\n", att == 2 ? "The message is attached below."
+                                                 : "Only its headers are attached below.");
+    if (rc == 0)
+        rc = buf_printf(out, "\r\n");
     for (size_t i = 0; i < n && rc == 0; i++) {
         char addr[FIELD_MAX], diag[FIELD_MAX], remote[300];
         clean(r[i].address, addr, sizeof addr, false);
@@ -235,7 +260,7 @@ static int status_part(const struct dsn_info *info, const struct dsn_rcpt *r, si
 static int original_part(const struct dsn_info *info, const char *original, size_t len,
                          const char *boundary, struct buf *out)
 {
-    bool hdrs = info->ret_hdrs_only || len > DSN_FULL_MAX;
+    bool hdrs = attached(info, len) == 1;
     size_t n = hdrs ? header_len(original, len) : len;
     int rc = buf_printf(out,
                         "\r\n--%s\r\n"
@@ -268,7 +293,7 @@ int dsn_build(const struct dsn_info *info, const struct dsn_rcpt *rcpts, size_t 
     size_t start = out->len;
     int rc = top_headers(info, rcpts, n, boundary, out);
     if (rc == 0)
-        rc = human_part(info, rcpts, n, boundary, out);
+        rc = human_part(info, rcpts, n, original_len, boundary, out);
     if (rc == 0)
         rc = status_part(info, rcpts, n, boundary, out);
     if (rc == 0 && original_len > 0)

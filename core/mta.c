@@ -96,9 +96,18 @@ struct attempt {
     enum mta_status last_status;   /* for recipients when no host answered */
     char last_reply[sizeof ((struct mta_rcpt_result *)0)->reply];
     char last_enhanced[16];
+
+    size_t cur_addr;               /* index of the connected address */
+    size_t plain_host, plain_addr; /* the address retried without STARTTLS */
+    bool implicit_mx;              /* no MX: the domain itself is the host */
+    bool aborting, finishing;
+    struct attempt *live_prev, *live_next;
 };
 
 static unsigned active_attempts;
+static struct attempt *live;       /* attempts in flight, for mta_abort_all */
+
+#define ABORT_REPLY "451 4.3.2 delivery interrupted: the mail server is shutting down"
 
 static void next_address(struct attempt *a);
 static void next_host(struct attempt *a);
@@ -186,6 +195,7 @@ static void set_result(struct attempt *a, size_t i, enum mta_status st, const ch
     snprintf(r->reply, sizeof r->reply, "%s", reply);
     snprintf(r->enhanced, sizeof r->enhanced, "%s", enhanced);
     snprintf(r->remote, sizeof r->remote, "%s", a->remote);
+    r->remote_dsn = st == MTA_DELIVERED && a->ext.dsn;
     a->final[i] = true;
     log_info("mta[%s]: %s: %s:%u <%s> %s %s", a->job.log_id ? a->job.log_id : "-",
              a->job.rcpt_domain, a->remote[0] ? a->remote : "-", (unsigned)a->route.port,
@@ -247,12 +257,31 @@ static void free_attempt(struct attempt *a)
     free(a);
 }
 
+static void live_add(struct attempt *a)
+{
+    a->live_next = live;
+    if (live)
+        live->live_prev = a;
+    live = a;
+}
+
+static void live_remove(struct attempt *a)
+{
+    if (a->live_prev)
+        a->live_prev->live_next = a->live_next;
+    else
+        live = a->live_next;
+    if (a->live_next)
+        a->live_next->live_prev = a->live_prev;
+}
+
 static void on_finish(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct attempt *a = w->data;
     active_attempts--;
+    live_remove(a);
     a->done(a->arg, a->res, a->job.nrcpts);
     free_attempt(a);
 }
@@ -261,6 +290,7 @@ static void on_finish(struct ev_loop *loop, ev_timer *w, int revents)
  * from the loop, never from inside mta_deliver or a DNS call. */
 static void finish(struct attempt *a)
 {
+    a->finishing = true;
     a->remote[0] = '\0';
     if (!a->last_reply[0]) {
         snprintf(a->last_reply, sizeof a->last_reply, "451 4.4.0 no host could be reached");
@@ -270,6 +300,15 @@ static void finish(struct attempt *a)
     ev_timer_init(&a->finisher, on_finish, 0., 0.);
     a->finisher.data = a;
     ev_timer_start(a->srv->loop, &a->finisher);
+}
+
+/* Ends an aborted attempt that has no connection open. */
+static void finish_aborted(struct attempt *a)
+{
+    a->last_status = MTA_TEMPFAIL;
+    snprintf(a->last_reply, sizeof a->last_reply, "%s", ABORT_REPLY);
+    snprintf(a->last_enhanced, sizeof a->last_enhanced, "4.3.2");
+    finish(a);
 }
 
 /* ---- the SMTP dialogue ---- */
@@ -472,10 +511,16 @@ static void start_auth(struct attempt *a)
 }
 
 /* EHLO (or HELO) done: STARTTLS, AUTH, then the transaction. */
+static bool plain_retry(const struct attempt *a)
+{
+    return a->plain_host == a->host_i && a->plain_addr == a->cur_addr;
+}
+
 static void after_ehlo(struct attempt *a)
 {
     bool want_tls = a->route.tls == ROUTE_TLS_STARTTLS ||
-                    (a->route.tls == ROUTE_TLS_OPPORTUNISTIC && !a->skip_starttls);
+                    (a->route.tls == ROUTE_TLS_OPPORTUNISTIC && !a->skip_starttls &&
+                     !plain_retry(a));
     if (!a->tls_up && want_tls && a->ext.starttls) {
         send_cmd(a, S_STARTTLS, T_COMMAND, "STARTTLS\r\n");
         return;
@@ -796,6 +841,18 @@ static void on_closed(struct attempt *a)
         else
             note_failure(a, MTA_TEMPFAIL, "4.4.2", "%s", msg);
     }
+    if (a->st == S_TLS && a->route.tls == ROUTE_TLS_OPPORTUNISTIC && !plain_retry(a) &&
+        !a->aborting) {
+        /* Opportunistic TLS that fails is no reason never to deliver:
+         * the same address once more, in plaintext. */
+        log_info("mta[%s]: %s: %s: STARTTLS failed, retrying without TLS",
+                 a->job.log_id ? a->job.log_id : "-", a->job.rcpt_domain, a->remote);
+        a->plain_host = a->host_i;
+        a->plain_addr = a->cur_addr;
+        a->addr_i = a->cur_addr;
+        next_address(a);
+        return;
+    }
     if (all_final(a) || a->mail_sent)
         finish(a);
     else
@@ -857,7 +914,7 @@ static void connected(struct attempt *a)
     }
     a->c = conn_new_client(a->srv->loop, fd, (struct sockaddr *)&a->addrs[a->addr_i], len, ctx,
                            a->hosts[a->host_i].name, on_conn, a);
-    a->addr_i++;
+    a->cur_addr = a->addr_i++;
     if (!a->c) {
         note_failure(a, MTA_TEMPFAIL, "4.3.0", "451 4.3.0 out of memory");
         next_address(a);
@@ -945,6 +1002,10 @@ static int start_connect(struct attempt *a, struct sockaddr_storage *ss)
 /* Tries the current host's addresses in turn, then the next host. */
 static void next_address(struct attempt *a)
 {
+    if (a->aborting) {
+        finish_aborted(a);
+        return;
+    }
     while (a->addr_i < a->naddrs) {
         struct sockaddr_storage *ss = &a->addrs[a->addr_i];
         describe_peer(a, ss);
@@ -973,6 +1034,19 @@ static void on_addr(void *arg, enum dns_status status, const struct sockaddr_sto
 {
     struct attempt *a = arg;
     a->naddrs = a->addr_i = 0;
+    if (a->aborting) {
+        finish_aborted(a);
+        return;
+    }
+    if (a->implicit_mx && (status == DNS_NXDOMAIN || status == DNS_NODATA)) {
+        /* Neither MX nor address: nowhere to deliver (RFC 5321 5.1). */
+        a->last_status = MTA_PERMFAIL;
+        snprintf(a->last_reply, sizeof a->last_reply,
+                 "550 5.4.4 domain %s has no MX and no address record", a->job.rcpt_domain);
+        snprintf(a->last_enhanced, sizeof a->last_enhanced, "5.4.4");
+        finish(a);
+        return;
+    }
     if (status == DNS_OK) {
         for (size_t i = 0; i < n && a->naddrs < MAX_ADDRS; i++)
             if (addrs[i].ss_family == AF_INET || addrs[i].ss_family == AF_INET6)
@@ -1074,6 +1148,10 @@ static void on_mx(void *arg, enum dns_status status, const struct dns_mx *mx, si
     struct attempt *a = arg;
     const char *name = mx_name(a);
     bool relay = a->route.relay;
+    if (a->aborting) {
+        finish_aborted(a);
+        return;
+    }
     if (status == DNS_OK && n == 1 && mx[0].host[0] == '\0') {
         snprintf(a->last_reply, sizeof a->last_reply,
                  "556 5.1.10 domain %s does not accept mail (null MX)", name);
@@ -1095,6 +1173,7 @@ static void on_mx(void *arg, enum dns_status status, const struct dns_mx *mx, si
         a->host_i = 0;
     } else if (status == DNS_NODATA || (relay && status == DNS_NXDOMAIN)) {
         single_host(a, name);   /* no MX: the name's own A/AAAA (RFC 5321 5.1) */
+        a->implicit_mx = !relay;
     } else if (status == DNS_NXDOMAIN) {
         snprintf(a->last_reply, sizeof a->last_reply, "550 5.1.2 domain %s not found", name);
         snprintf(a->last_enhanced, sizeof a->last_enhanced, "5.1.2");
@@ -1159,9 +1238,11 @@ int mta_deliver(struct server *srv, const struct mta_job *job, mta_done_fn done,
     a->arg = arg;
     a->fd = -1;
     a->last_status = MTA_TEMPFAIL;
+    a->plain_host = a->plain_addr = SIZE_MAX;
     a->body8bit = has_8bit(job->body->data ? job->body->data : "", job->body->len);
     a->needs_utf8 = needs_smtputf8(job);
     active_attempts++;
+    live_add(a);
     if (job->nrcpts == 0) {
         finish(a);
         return 0;
@@ -1173,4 +1254,33 @@ int mta_deliver(struct server *srv, const struct mta_job *job, mta_done_fn done,
 unsigned mta_active(void)
 {
     return active_attempts;
+}
+
+static void abort_one(struct attempt *a)
+{
+    if (a->finishing || a->aborting)
+        return;
+    a->aborting = true;
+    log_info("mta[%s]: %s: attempt aborted for shutdown", a->job.log_id ? a->job.log_id : "-",
+             a->job.rcpt_domain);
+    if (a->st == S_CONNECTING && a->fd >= 0) {
+        ev_io_stop(a->srv->loop, &a->cio);
+        ev_timer_stop(a->srv->loop, &a->ctimer);
+        close(a->fd);
+        a->fd = -1;
+        finish_aborted(a);
+    } else if (a->c) {
+        set_all_open(a, MTA_TEMPFAIL, ABORT_REPLY, "4.3.2");
+        a->st = S_QUIT;           /* on_closed then finishes */
+        conn_abort(a->c);
+    }
+    /* else waiting for DNS: on_mx / on_addr finish it. */
+}
+
+void mta_abort_all(void)
+{
+    /* Nothing here frees an attempt (finish and conn_abort complete on a
+     * later loop iteration), so the list stays valid while walked. */
+    for (struct attempt *a = live; a; a = a->live_next)
+        abort_one(a);
 }

@@ -12,8 +12,12 @@
  * delivered to normally; an 8-bit message to a server without 8BITMIME is
  * refused permanently (5.6.3, RFC 6152 3) rather than sent broken; a
  * message needing SMTPUTF8 to a server without it likewise (5.6.7).
- * Connection, TLS and timeout problems are temporary for every recipient
- * not yet answered. Runs on the loop; DNS via dns.h; I/O via conn.h. */
+ * A domain with neither MX nor address records is a permanent failure
+ * (5.4.4, RFC 5321 5.1). Connection, TLS and timeout problems are temporary
+ * for every recipient not yet answered; but when the STARTTLS handshake
+ * fails on an opportunistic route, the same address is tried once more
+ * without STARTTLS (Postfix's "may" level; never where TLS is required).
+ * Runs on the loop; DNS via dns.h; I/O via conn.h. */
 #ifndef POSTHORN_MTA_H
 #define POSTHORN_MTA_H
 
@@ -31,6 +35,8 @@ struct mta_rcpt_result {
     char reply[512];         /* "550 5.1.1 <x@y>: user unknown" or a local reason */
     char enhanced[16];       /* "5.1.1", from the reply or chosen locally */
     char remote[300];        /* "mx.example.org[192.0.2.1]" that answered, "" if none */
+    bool remote_dsn;         /* MTA_DELIVERED to a server that offered DSN: it takes
+                                over NOTIFY (RFC 3461 4.1), so no "relayed" DSN is due */
 };
 
 struct mta_job {
@@ -56,5 +62,13 @@ int mta_deliver(struct server *srv, const struct mta_job *job, mta_done_fn done,
 
 /* Attempts in flight. */
 unsigned mta_active(void);
+
+/* Shutdown: ends every attempt in flight soon. Connections are closed at
+ * once; recipients not decided yet get a temporary failure ("451 4.3.2")
+ * and are retried after the restart (one whose message was already sent
+ * may be delivered twice: the remote may have accepted it). An attempt
+ * waiting for DNS ends when the answer (or the DNS timeout) comes. Every
+ * done callback still runs exactly once, on the loop. */
+void mta_abort_all(void);
 
 #endif

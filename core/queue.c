@@ -35,10 +35,17 @@ static const char *const migrations[] = {
     " last_error TEXT NOT NULL DEFAULT '', notify INTEGER NOT NULL DEFAULT 0,"
     " orcpt TEXT NOT NULL DEFAULT '', UNIQUE(id, address));"
     "CREATE INDEX rcpts_due ON rcpts(state, next_attempt);",
+    /* 2: held messages (queue_new.held), never due until released. */
+    "ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
-#define MSG_COLUMNS "id, sender, created, size, delay_notified, ret, envid, is_bounce"
+#define MSG_COLUMNS "id, sender, created, size, delay_notified, ret, envid, is_bounce, held"
+/* A held recipient's next_attempt: never due, and still a date that
+ * `setup queue list` can print (9999-12-31T23:59:59Z). */
+#define HELD_NEXT_ATTEMPT ((int64_t)253402300799)
+#define HELD_REASON "held: its submission is not complete yet"
+
 #define RCPT_COLUMNS "address, domain, state, attempts, next_attempt, last_error, notify, orcpt"
 
 struct queue {
@@ -46,7 +53,7 @@ struct queue {
     pthread_mutex_t lock;     /* serializes every call on the handle */
     char dir[QUEUE_PATH_MAX]; /* STATE_DIR/queue */
     int dirfd;
-    int lockfd;               /* flock held by the handle that cleaned up */
+    int lockfd;               /* the daemon's flock on queue/.lock, -1 for other handles */
 };
 
 /* ------------------------------------------------------------------ */
@@ -164,6 +171,7 @@ static int read_msg_row(sqlite3_stmt *st, struct queue_msg *m)
     m->ret = sqlite3_column_int(st, 5);
     m->envid = dup_text(st, 6);
     m->is_bounce = sqlite3_column_int(st, 7) != 0;
+    m->held = sqlite3_column_int(st, 8) != 0;
     return m->sender && m->envid ? 0 : -1;
 }
 
@@ -525,28 +533,49 @@ static void remove_orphan_records(struct queue *q)
     free(gone);
 }
 
-/* Cleaning up is only safe when no other process (the daemon, while
- * `setup queue list` runs) may be between writing a body and committing
- * its record: the handle that cleans holds an exclusive lock on
- * queue/.lock for its lifetime, and a handle that cannot get it skips the
- * clean-up. */
-static void cleanup_if_sole_owner(struct queue *q)
+/* Held records left by an earlier run: their submission never got its
+ * reply (the daemon stopped in between), so the client still has the
+ * message and will send it again. The bodies go as orphan files next. */
+static void remove_stale_held(struct queue *q)
+{
+    sqlite3_stmt *st = prep(q, "DELETE FROM messages WHERE held = 1");
+    if (!st)
+        return;
+    if (sqlite3_step(st) != SQLITE_DONE)
+        log_error("queue: cannot remove held leftovers: %s", sqlite3_errmsg(q->db));
+    else if (sqlite3_changes(q->db) > 0)
+        log_warn("queue: removed %d held messages of an interrupted submission",
+                 sqlite3_changes(q->db));
+    sqlite3_finalize(st);
+}
+
+/* How long the daemon waits for queue/.lock, polling: only another daemon
+ * on the same STATE_DIR keeps it longer (setup never takes it). */
+#define LOCK_WAIT_MS 10000
+#define LOCK_POLL_MS 100
+
+static int take_daemon_lock(struct queue *q, char *err, size_t errlen)
 {
     q->lockfd = openat(q->dirfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (q->lockfd < 0) {
-        log_error("queue: cannot open %s/.lock: %s", q->dir, strerror(errno));
-        return;
+        snprintf(err, errlen, "cannot open %s/.lock: %s", q->dir, strerror(errno));
+        return -1;
     }
-    if (flock(q->lockfd, LOCK_EX | LOCK_NB) < 0) {
-        close(q->lockfd);
-        q->lockfd = -1;
-        return;
+    for (int waited = 0;; waited += LOCK_POLL_MS) {
+        if (flock(q->lockfd, LOCK_EX | LOCK_NB) == 0)
+            return 0;
+        if ((errno != EWOULDBLOCK && errno != EINTR) || waited >= LOCK_WAIT_MS)
+            break;
+        usleep(LOCK_POLL_MS * 1000);
     }
-    remove_orphan_files(q);
-    remove_orphan_records(q);
+    snprintf(err, errlen, "cannot lock %s/.lock: %s (is another posthornd using this STATE_DIR?)",
+             q->dir, errno == EWOULDBLOCK ? "held by another process" : strerror(errno));
+    close(q->lockfd);
+    q->lockfd = -1;
+    return -1;
 }
 
-struct queue *queue_open(const char *state_dir, char *err, size_t errlen)
+static struct queue *open_handle(const char *state_dir, char *err, size_t errlen)
 {
     if (!state_dir || !*state_dir) {
         snprintf(err, errlen, "STATE_DIR: invalid path");
@@ -575,7 +604,6 @@ struct queue *queue_open(const char *state_dir, char *err, size_t errlen)
     if (configure(q->db, err, errlen) < 0)
         goto fail;
     pthread_mutex_init(&q->lock, NULL);
-    cleanup_if_sole_owner(q);
     return q;
 fail:
     sqlite3_close(q->db);
@@ -583,6 +611,30 @@ fail:
         close(q->dirfd);
     free(q);
     return NULL;
+}
+
+struct queue *queue_open(const char *state_dir, char *err, size_t errlen)
+{
+    return open_handle(state_dir, err, errlen);
+}
+
+/* Cleaning up is only safe when no other process can be between writing a
+ * body and committing its record, or between queue_add(held) and
+ * queue_release: only the daemon writes bodies and holds entries, so only
+ * the daemon cleans, at start, under the lock it keeps for its lifetime. */
+struct queue *queue_open_daemon(const char *state_dir, char *err, size_t errlen)
+{
+    struct queue *q = open_handle(state_dir, err, errlen);
+    if (!q)
+        return NULL;
+    if (take_daemon_lock(q, err, errlen) < 0) {
+        queue_close(q);
+        return NULL;
+    }
+    remove_stale_held(q);
+    remove_orphan_files(q);
+    remove_orphan_records(q);
+    return q;
 }
 
 void queue_close(struct queue *q)
@@ -605,7 +657,7 @@ static int insert_msg(struct queue *q, const char *id, const struct queue_new *m
                       time_t now)
 {
     sqlite3_stmt *st = prep(q, "INSERT INTO messages(" MSG_COLUMNS ")"
-                               " VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)");
+                               " VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8)");
     if (!st)
         return -1;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -615,6 +667,7 @@ static int insert_msg(struct queue *q, const char *id, const struct queue_new *m
     sqlite3_bind_int(st, 5, m->ret);
     sqlite3_bind_text(st, 6, m->envid ? m->envid : "", -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 7, m->is_bounce ? 1 : 0);
+    sqlite3_bind_int(st, 8, m->held ? 1 : 0);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : -1;
@@ -623,7 +676,7 @@ static int insert_msg(struct queue *q, const char *id, const struct queue_new *m
 static int insert_rcpts(struct queue *q, const char *id, const struct queue_new *m, time_t now)
 {
     sqlite3_stmt *st = prep(q, "INSERT OR IGNORE INTO rcpts(id, " RCPT_COLUMNS ")"
-                               " VALUES (?1, ?2, ?3, 0, 0, ?4, '', ?5, ?6)");
+                               " VALUES (?1, ?2, ?3, 0, 0, ?4, ?7, ?5, ?6)");
     if (!st)
         return -1;
     int rc = SQLITE_DONE;
@@ -634,7 +687,8 @@ static int insert_rcpts(struct queue *q, const char *id, const struct queue_new 
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, m->rcpts[i], -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, domain, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 4, (int64_t)now);
+        sqlite3_bind_int64(st, 4, m->held ? HELD_NEXT_ATTEMPT : (int64_t)now);
+        sqlite3_bind_text(st, 7, m->held ? HELD_REASON : "", -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 5, m->notify ? (int)m->notify[i] : 0);
         sqlite3_bind_text(st, 6, m->orcpt && m->orcpt[i] ? m->orcpt[i] : "", -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
@@ -690,7 +744,8 @@ long queue_due(struct queue *q, time_t now, size_t max, struct queue_msg **out)
     if (exec(q, "BEGIN") == 0) {
         n = load_msgs(q, "SELECT " MSG_COLUMNS " FROM messages m WHERE EXISTS"
                          " (SELECT 1 FROM rcpts r WHERE r.id = m.id AND r.state = 0"
-                         " AND r.next_attempt <= ?1) ORDER BY created, rowid LIMIT ?2",
+                         " AND r.next_attempt <= ?1) AND m.held = 0"
+                         " ORDER BY created, rowid LIMIT ?2",
                       true, (int64_t)now, max > INT64_MAX ? INT64_MAX : (int64_t)max, out);
         rollback(q);
     }
@@ -715,7 +770,8 @@ time_t queue_next_due(struct queue *q)
 {
     pthread_mutex_lock(&q->lock);
     time_t t = 0;
-    sqlite3_stmt *st = prep(q, "SELECT min(next_attempt) FROM rcpts WHERE state = 0");
+    sqlite3_stmt *st = prep(q, "SELECT min(r.next_attempt) FROM rcpts r JOIN messages m"
+                               " ON m.id = r.id WHERE r.state = 0 AND m.held = 0");
     if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
         t = (time_t)sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
@@ -832,8 +888,49 @@ long queue_flush(struct queue *q, const char *id)
     if (id && !valid_id(id))
         return 0;
     time_t now = time(NULL);
-    return id ? change(q, "UPDATE rcpts SET next_attempt = ?2 WHERE state = 0 AND id = ?1", id, now)
-              : change(q, "UPDATE rcpts SET next_attempt = ?2 WHERE state = 0", NULL, now);
+    /* A held message is not the flush's to release (queue_release is). */
+    return id ? change(q, "UPDATE rcpts SET next_attempt = ?2 WHERE state = 0 AND id = ?1"
+                          " AND id IN (SELECT id FROM messages WHERE held = 0)", id, now)
+              : change(q, "UPDATE rcpts SET next_attempt = ?2 WHERE state = 0"
+                          " AND id IN (SELECT id FROM messages WHERE held = 0)", NULL, now);
+}
+
+/* Runs one statement bound with (id, now); returns the rows changed or -1. */
+static long step_id_now(struct queue *q, const char *sql, const char *id, time_t now)
+{
+    sqlite3_stmt *st = prep(q, sql);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (int64_t)now);
+    long n = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(q->db) : -1;
+    sqlite3_finalize(st);
+    return n;
+}
+
+int queue_release(struct queue *q, const char *id)
+{
+    if (!valid_id(id)) {
+        errno = ENOENT;
+        return -1;
+    }
+    time_t now = time(NULL);
+    pthread_mutex_lock(&q->lock);
+    long n = -1;
+    if (exec(q, "BEGIN IMMEDIATE") == 0 &&
+        (n = step_id_now(q, "UPDATE messages SET held = 0 WHERE id = ?1", id, now)) > 0 &&
+        step_id_now(q, "UPDATE rcpts SET next_attempt = ?2, last_error = ''"
+                       " WHERE id = ?1 AND state = 0", id, now) >= 0 &&
+        exec(q, "COMMIT") == 0) {
+        pthread_mutex_unlock(&q->lock);
+        return 0;
+    }
+    if (n != 0)
+        db_err(q, "release", NULL, 0);
+    rollback(q);
+    pthread_mutex_unlock(&q->lock);
+    errno = n == 0 ? ENOENT : EIO;
+    return -1;
 }
 
 time_t queue_retry_delay(unsigned attempts)

@@ -4,7 +4,7 @@
  * STATE_DIR/queue/<id> (written to a temp name, fsynced, renamed, the
  * directory fsynced, before the record is committed). A crash at any point
  * loses nothing that queue_add reported as stored; a body file without a
- * record is removed by queue_open as a leftover.
+ * record is removed by queue_open_daemon as a leftover.
  *
  * All calls block: worker threads only (and the setup CLI). A handle may be
  * used from several threads; calls are serialized. The daemon's scheduler
@@ -50,14 +50,24 @@ struct queue_msg {
     int ret;                  /* DSN RET: smtp_parse.h SMTP_RET_* */
     char *envid;              /* DSN ENVID, "" if none */
     bool is_bounce;           /* a DSN we generated: never bounced itself */
+    bool held;                /* added held, not released yet: never due */
     struct queue_rcpt *rcpts;
     size_t nrcpts;
 };
 void queue_msg_free(struct queue_msg *m);          /* frees the contents */
 void queue_msgs_free(struct queue_msg *m, size_t n); /* frees an array and contents */
 
-/* Opens (creating) STATE_DIR/queue.db and STATE_DIR/queue/. */
+/* Opens (creating) STATE_DIR/queue.db and STATE_DIR/queue/. Never cleans
+ * up: this is the handle for the setup CLI and tests. */
 struct queue *queue_open(const char *state_dir, char *err, size_t errlen);
+
+/* The daemon's handle (one per STATE_DIR): waits (bounded, about 10 s) for
+ * an exclusive flock on STATE_DIR/queue/.lock and keeps it until
+ * queue_close; then removes what an earlier run left: held records (their
+ * submission never got its reply), body files without a record, and
+ * records without a body. Fails (NULL, reason in err) when the lock cannot
+ * be had: another daemon uses this STATE_DIR. */
+struct queue *queue_open_daemon(const char *state_dir, char *err, size_t errlen);
 void queue_close(struct queue *q);
 
 /* What queue_add stores. */
@@ -70,10 +80,14 @@ struct queue_new {
     int ret;
     const char *envid;          /* may be NULL */
     bool is_bounce;
+    bool held;                  /* stored but never due until queue_release */
 };
 
 /* Stores a message durably; every recipient PENDING with next_attempt =
- * now. Writes the new id into id (QUEUE_ID_LEN + 1). Returns 0 or -1. */
+ * now, or, when held, with next_attempt far in the future (9999-12-31) and
+ * last_error "held: ..." so that `setup queue list` shows why: neither
+ * queue_due, queue_next_due nor queue_flush picks a held message up.
+ * Writes the new id into id (QUEUE_ID_LEN + 1). Returns 0 or -1. */
 int queue_add(struct queue *q, const struct queue_new *m, const struct iovec *iov, int iovcnt,
               char *id, char *err, size_t errlen);
 
@@ -104,8 +118,15 @@ int queue_remove(struct queue *q, const char *id);
 long queue_list(struct queue *q, struct queue_msg **out);
 
 /* Sets next_attempt = now for every PENDING recipient (id NULL) or those of
- * one message. Returns how many recipients were changed, or -1. */
+ * one message, held messages excepted. Returns how many recipients were changed, or -1. */
 long queue_flush(struct queue *q, const char *id);
+
+/* Releases a held message: next_attempt = now for its PENDING recipients.
+ * Returns 0, or -1 (errno ENOENT when unknown). Releasing a message that is
+ * not held is harmless. The submission path is queue_add(held), store the
+ * local copies, then queue_release, or queue_remove when they failed, so
+ * the runner never sends a message whose submission then fails. */
+int queue_release(struct queue *q, const char *id);
 
 /* Retry schedule: the delay before attempt number `attempts` + 1
  * (1, 5, 15, 30 minutes, then hourly). */

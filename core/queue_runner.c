@@ -4,10 +4,17 @@
  * queue, handles lifetime expiry and the delay notice, reads the body and
  * groups the due recipients by route; on the loop the groups wait in one
  * FIFO until the total and per-route connection limits let them start an
- * mta_deliver attempt; when every group of the message has an outcome, a
- * finish job (worker) records the outcomes, sends one DSN for the
- * recipients that failed, and removes the message when nothing is left
- * pending. A message is in at most one round at a time. */
+ * mta_deliver attempt. As soon as a group's attempt ends, a record job
+ * (worker) stores its recipients' outcomes: a delivery is durable at once,
+ * however long the message's other routes take, so a restart does not
+ * send it again. When every group is recorded, a finish job (worker) sends
+ * one DSN for the recipients that failed or that asked for a success
+ * notice, and removes the message when nothing is left pending. A message
+ * is in at most one round at a time.
+ *
+ * On SIGTERM, attempts still running after ABORT_AFTER are aborted
+ * (mta_abort_all), so that their outcomes are recorded within the
+ * daemon's drain time. */
 #include "queue_runner.h"
 
 #include <errno.h>
@@ -22,9 +29,18 @@
 #include "smtp_parse.h"
 
 #define LOOK_INTERVAL 5.0   /* seconds: `setup queue flush` is seen this soon */
+#define ABORT_AFTER 20.0    /* seconds after SIGTERM; the daemon drains for 30 */
 #define ROUTE_KEY_MAX 600
 
 struct work;
+
+struct dsn_entry {
+    size_t idx;
+    enum dsn_action action;
+    char status[16];
+    char remote[300];
+    char diagnostic[600];
+};
 
 /* The recipients of one message that share a route: one attempt. */
 struct group {
@@ -39,6 +55,8 @@ struct group {
     struct mta_job job;
     struct mta_rcpt_result *results;
     bool attempted;                  /* results are valid */
+    struct dsn_entry *dsn;           /* filled by the record job */
+    size_t ndsn;
     struct group *next_wait;
 };
 
@@ -62,6 +80,8 @@ struct dest {
 struct queue_runner {
     struct server *srv;
     ev_timer timer;
+    ev_timer abort_timer;            /* SIGTERM + ABORT_AFTER */
+    bool abort_armed;
     bool stopping;
     bool scanning;
     bool rescan;                     /* a kick came during a scan */
@@ -85,16 +105,9 @@ struct scan {
     bool more;                       /* more is due than there was room for */
 };
 
-struct dsn_entry {
-    size_t idx;
-    enum dsn_action action;
-    char status[16];
-    char remote[300];
-    char diagnostic[600];
-};
-
 static void schedule(struct queue_runner *r, double after);
 static void pump(struct queue_runner *r);
+static bool still_queued(struct server *srv, const char *id, bool *pending);
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                        */
@@ -150,6 +163,7 @@ static void group_free(struct group *g)
     free(g->notify);
     free(g->orcpt);
     free(g->results);
+    free(g->dsn);
 }
 
 static void work_free(struct work *w)
@@ -165,14 +179,17 @@ static void work_free(struct work *w)
 /* ------------------------------------------------------------------ */
 /* DSNs (worker)                                                        */
 
+/* RFC 3461 4.1: without NOTIFY, failures and delays are reported; a
+ * success only when asked for; NEVER suppresses everything. */
 static bool wants_dsn(unsigned notify, enum dsn_action action)
 {
-    if (notify == 0)
-        return true;
     if (notify & SMTP_NOTIFY_NEVER)
         return false;
-    return action == DSN_DELAYED ? (notify & SMTP_NOTIFY_DELAY) != 0
-                                 : (notify & SMTP_NOTIFY_FAILURE) != 0;
+    switch (action) {
+    case DSN_DELIVERED: return (notify & SMTP_NOTIFY_SUCCESS) != 0;
+    case DSN_DELAYED: return notify == 0 || (notify & SMTP_NOTIFY_DELAY) != 0;
+    default: return notify == 0 || (notify & SMTP_NOTIFY_FAILURE) != 0;
+    }
 }
 
 /* Delivers a DSN to the sender: into a local user's INBOX, else through
@@ -233,12 +250,17 @@ static bool send_dsn(struct server *srv, const struct queue_msg *m, const struct
             .status = e[i].status, .remote = e[i].remote, .diagnostic = e[i].diagnostic,
         };
     }
+    /* Only successes: the headers are enough, unless RET=FULL asked for
+     * the whole message (RFC 3461 4.3). */
+    bool only_success = true;
+    for (size_t i = 0; i < k; i++)
+        only_success &= dr[i].action == DSN_DELIVERED;
     char from[300];
     snprintf(from, sizeof from, "MAILER-DAEMON@%s", srv->settings->hostname);
     struct dsn_info info = {
         .hostname = srv->settings->hostname, .from = from, .to = m->sender,
         .envid = m->envid[0] ? m->envid : NULL, .queue_id = m->id, .arrival = m->created,
-        .ret_hdrs_only = m->ret == SMTP_RET_HDRS,
+        .ret_hdrs_only = m->ret == SMTP_RET_HDRS || (only_success && m->ret != SMTP_RET_FULL),
     };
     struct buf dsn = BUF_INIT;
     bool queued = false;
@@ -266,6 +288,9 @@ static bool lifetime_over(const struct server *srv, const struct queue_msg *m, t
  * DSN was queued. */
 static bool expire(struct server *srv, struct queue_msg *m, const struct buf *body, time_t now)
 {
+    bool pending;
+    if (!still_queued(srv, m->id, &pending))
+        return false;
     struct dsn_entry *e = calloc(m->nrcpts, sizeof *e);
     size_t n = 0;
     for (size_t i = 0; e && i < m->nrcpts; i++) {
@@ -296,7 +321,9 @@ static bool delay_notice(struct server *srv, struct queue_msg *m, const struct b
                          time_t now)
 {
     unsigned warn = srv->settings->queue_delay_warning;
-    if (warn == 0 || m->delay_notified || now - m->created < (time_t)warn)
+    bool pending;
+    if (warn == 0 || m->delay_notified || now - m->created < (time_t)warn ||
+        !still_queued(srv, m->id, &pending))
         return false;
     struct dsn_entry *e = calloc(m->nrcpts, sizeof *e);
     size_t n = 0;
@@ -335,7 +362,8 @@ static struct group *find_or_add_group(struct work *w, const struct route *rt, c
     g->notify = calloc(cap, sizeof *g->notify);
     g->orcpt = calloc(cap, sizeof *g->orcpt);
     g->results = calloc(cap, sizeof *g->results);
-    if (!g->idx || !g->rcpts || !g->notify || !g->orcpt || !g->results) {
+    g->dsn = calloc(cap, sizeof *g->dsn);
+    if (!g->idx || !g->rcpts || !g->notify || !g->orcpt || !g->results || !g->dsn) {
         group_free(g);
         memset(g, 0, sizeof *g);
         return NULL;
@@ -465,12 +493,28 @@ static void scan_work(void *arg)
 }
 
 /* ------------------------------------------------------------------ */
-/* Finish (worker)                                                      */
+/* Recording and finishing (worker)                                     */
 
-/* Records one recipient's outcome; adds a DSN entry for a failure. */
-static void record(struct server *srv, struct work *w, size_t idx,
-                   const struct mta_rcpt_result *res, time_t now, struct dsn_entry *e, size_t *ne)
+static void add_dsn_entry(struct group *g, size_t idx, enum dsn_action action,
+                          const struct mta_rcpt_result *res, const char *fallback,
+                          const char *diagnostic)
 {
+    struct dsn_entry *d = &g->dsn[g->ndsn++];
+    d->idx = idx;
+    d->action = action;
+    status_of(res->enhanced, fallback, d->status, sizeof d->status);
+    snprintf(d->remote, sizeof d->remote, "%s", res->remote);
+    snprintf(d->diagnostic, sizeof d->diagnostic, "%s", diagnostic);
+}
+
+/* Records one recipient's outcome; adds a DSN entry for a failure, and
+ * for a delivery whose sender asked NOTIFY=SUCCESS from a server that will
+ * not report it itself (no DSN extension: "relayed", RFC 3461 5.2.2). */
+static void record(struct server *srv, struct group *g, size_t k, time_t now)
+{
+    struct work *w = g->w;
+    const struct mta_rcpt_result *res = &g->results[k];
+    size_t idx = g->idx[k];
     struct queue_msg *m = &w->msg;
     struct queue_rcpt *qr = &m->rcpts[idx];
     enum queue_rcpt_state state = QUEUE_RCPT_FAILED;
@@ -488,54 +532,79 @@ static void record(struct server *srv, struct work *w, size_t idx,
     } else if (res->status == MTA_TEMPFAIL) {
         snprintf(reply, sizeof reply, "delivery time expired: %s", res->reply);
     }
-    if (queue_update_rcpt(srv->queue, m->id, qr->address, state, next, reply) < 0)
-        log_error("queue[%s]: cannot record the outcome for <%s>", m->id, qr->address);
-    if (state == QUEUE_RCPT_PENDING)
-        qr->state = QUEUE_RCPT_PENDING;
+    if (queue_update_rcpt(srv->queue, m->id, qr->address, state, next, reply) < 0) {
+        if (errno == ENOENT)
+            log_info("queue[%s]: deleted during the attempt; outcome for <%s> not recorded",
+                     m->id, qr->address);
+        else
+            log_error("queue[%s]: cannot record the outcome for <%s>", m->id, qr->address);
+    }
+    qr->state = state;   /* this group's recipients only: no other job touches them */
     log_outcome(w, qr->address, res->remote, word, reply);
-    if (state != QUEUE_RCPT_FAILED)
-        return;
-    qr->state = QUEUE_RCPT_FAILED;
-    struct dsn_entry *d = &e[(*ne)++];
-    d->idx = idx;
-    d->action = DSN_FAILED;
-    status_of(res->enhanced, res->status == MTA_TEMPFAIL ? "4.4.7" : "5.0.0", d->status,
-              sizeof d->status);
-    snprintf(d->remote, sizeof d->remote, "%s", res->remote);
-    snprintf(d->diagnostic, sizeof d->diagnostic, "%s", reply);
+    if (state == QUEUE_RCPT_FAILED)
+        add_dsn_entry(g, idx, DSN_FAILED, res, res->status == MTA_TEMPFAIL ? "4.4.7" : "5.0.0",
+                      reply);
+    else if (state == QUEUE_RCPT_DELIVERED && !res->remote_dsn &&
+             wants_dsn(qr->notify, DSN_DELIVERED))
+        add_dsn_entry(g, idx, DSN_DELIVERED, res, "2.0.0", reply);
 }
 
-static bool any_pending(struct server *srv, const char *id)
+/* One group's outcomes, as soon as its attempt ended (worker). */
+static void record_work(void *arg)
+{
+    struct group *g = arg;
+    time_t now = time(NULL);
+    for (size_t k = 0; g->attempted && k < g->n; k++)
+        record(g->w->r->srv, g, k, now);
+}
+
+/* The message as stored now; false when it is gone (`setup queue delete`
+ * during the round) or unreadable. */
+static bool still_queued(struct server *srv, const char *id, bool *pending)
 {
     struct queue_msg m;
-    if (queue_get(srv->queue, id, &m) < 0)
-        return true;   /* unknown state: keep it (a later round decides) */
-    bool pending = false;
+    *pending = true;   /* unknown state: keep it (a later round decides) */
+    if (queue_get(srv->queue, id, &m) < 0) {
+        bool gone = errno == ENOENT;
+        if (gone)
+            log_info("queue[%s]: deleted during the delivery round; no notification", id);
+        else
+            log_error("queue[%s]: cannot read the record after the round", id);
+        return !gone;
+    }
+    bool any = false;
     for (size_t i = 0; i < m.nrcpts; i++)
-        pending |= m.rcpts[i].state == QUEUE_RCPT_PENDING;
+        any |= m.rcpts[i].state == QUEUE_RCPT_PENDING;
     queue_msg_free(&m);
-    return pending;
+    *pending = any;
+    return true;
 }
 
+/* The end of the round (worker): one DSN, then the message goes when
+ * nothing is left pending. */
 static void finish_work(void *arg)
 {
     struct work *w = arg;
     struct server *srv = w->r->srv;
-    time_t now = time(NULL);
-    struct dsn_entry *e = calloc(w->msg.nrcpts, sizeof *e);
-    size_t ne = 0;
-    if (!e) {
-        log_error("queue[%s]: out of memory; outcomes not recorded", w->msg.id);
+    bool pending;
+    if (!still_queued(srv, w->msg.id, &pending))
         return;
+    size_t ne = 0;
+    for (size_t g = 0; g < w->ngroups; g++)
+        ne += w->groups[g].ndsn;
+    struct dsn_entry *e = ne ? calloc(ne, sizeof *e) : NULL;
+    if (ne && !e) {
+        log_error("queue[%s]: out of memory; no notification", w->msg.id);
+        ne = 0;
     }
-    for (size_t g = 0; g < w->ngroups; g++) {
-        const struct group *gr = &w->groups[g];
-        for (size_t i = 0; gr->attempted && i < gr->n; i++)
-            record(srv, w, gr->idx[i], &gr->results[i], now, e, &ne);
+    size_t k = 0;
+    for (size_t g = 0; e && g < w->ngroups; g++) {
+        memcpy(e + k, w->groups[g].dsn, w->groups[g].ndsn * sizeof *e);
+        k += w->groups[g].ndsn;
     }
     w->queued_bounce = send_dsn(srv, &w->msg, &w->body, e, ne);
     free(e);
-    if (!any_pending(srv, w->msg.id) && queue_remove(srv->queue, w->msg.id) < 0)
+    if (!pending && queue_remove(srv->queue, w->msg.id) < 0)
         log_error("queue[%s]: cannot remove: %s", w->msg.id, strerror(errno));
 }
 
@@ -564,15 +633,36 @@ static void finish_done(void *arg)
         queue_runner_kick(r);
 }
 
+/* A group is recorded (or was never attempted): the round ends with the
+ * last one. */
 static void group_finished(struct group *g)
 {
     struct work *w = g->w;
     if (--w->groups_left > 0)
         return;
     if (workers_submit(w->r->srv->workers, finish_work, finish_done, w) < 0) {
-        /* Nothing recorded: the recipients stay due and are tried again. */
-        log_error("queue[%s]: cannot record outcomes: out of memory", w->msg.id);
+        /* The outcomes are recorded; the DSN and the removal are not: a
+         * message with nothing pending is not due again, so say so. */
+        log_error("queue[%s]: cannot finish the round: out of memory", w->msg.id);
         finish_done(w);
+    }
+}
+
+static void record_done(void *arg)
+{
+    group_finished(arg);
+}
+
+/* The attempt ended: record its outcomes now, not at the end of the
+ * round. */
+static void group_attempted(struct group *g)
+{
+    g->attempted = true;
+    if (workers_submit(g->w->r->srv->workers, record_work, record_done, g) < 0) {
+        /* Nothing recorded: the recipients stay due and are tried again. */
+        log_error("queue[%s]: cannot record outcomes: out of memory", g->w->msg.id);
+        g->attempted = false;
+        group_finished(g);
     }
 }
 
@@ -614,10 +704,9 @@ static void mta_done(void *arg, const struct mta_rcpt_result *results, size_t n)
         g->results[i].status = MTA_TEMPFAIL;
         snprintf(g->results[i].reply, sizeof g->results[i].reply, "no result from the attempt");
     }
-    g->attempted = true;
     r->active--;
     dest_release(r, g->key);
-    group_finished(g);
+    group_attempted(g);
     pump(r);
 }
 
@@ -639,10 +728,9 @@ static void start_group(struct queue_runner *r, struct group *g, struct dest *d)
     snprintf(res.enhanced, sizeof res.enhanced, "4.3.0");
     for (size_t i = 0; i < g->n; i++)
         g->results[i] = res;
-    g->attempted = true;
     r->active--;
     dest_release(r, g->key);
-    group_finished(g);
+    group_attempted(g);
 }
 
 /* Starts waiting attempts as far as the limits allow, oldest first; a
@@ -761,6 +849,20 @@ static void schedule(struct queue_runner *r, double after)
     ev_timer_start(r->srv->loop, &r->timer);
 }
 
+/* SIGTERM was ABORT_AFTER ago: attempts still running are cut short so
+ * that their outcomes are recorded before the daemon's drain ends. */
+static void abort_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct queue_runner *r = t->data;
+    if (r->active == 0)
+        return;
+    log_warn("queue: %u delivery attempts still running %.0f s after the stop; aborting them",
+             r->active, ABORT_AFTER);
+    mta_abort_all();
+}
+
 struct queue_runner *queue_runner_start(struct server *srv)
 {
     struct queue_runner *r = calloc(1, sizeof *r);
@@ -769,6 +871,8 @@ struct queue_runner *queue_runner_start(struct server *srv)
     r->srv = srv;
     ev_timer_init(&r->timer, timer_cb, 0, 0);
     r->timer.data = r;
+    ev_timer_init(&r->abort_timer, abort_cb, ABORT_AFTER, 0);
+    r->abort_timer.data = r;
     schedule(r, 0);
     return r;
 }
@@ -785,6 +889,10 @@ void queue_runner_stop(struct queue_runner *r)
         return;
     r->stopping = true;
     ev_timer_stop(r->srv->loop, &r->timer);
+    if (!r->abort_armed) {
+        r->abort_armed = true;
+        ev_timer_start(r->srv->loop, &r->abort_timer);
+    }
     /* Waiting attempts are dropped: their recipients keep their state and
      * are tried after the restart. */
     while (r->wait_head) {
@@ -806,6 +914,7 @@ void queue_runner_free(struct queue_runner *r)
     if (!r)
         return;
     ev_timer_stop(r->srv->loop, &r->timer);
+    ev_timer_stop(r->srv->loop, &r->abort_timer);
     if (r->ninflight || r->scanning)
         log_warn("queue: runner freed with %zu messages in flight", r->ninflight);
     for (size_t i = 0; i < r->ndests; i++)

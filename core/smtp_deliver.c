@@ -12,12 +12,13 @@
 #include "mailstore.h"
 #include "queue.h"
 #include "queue_runner.h"
+#include "quota.h"
 #include "smtp_session.h"
 #include "util.h"
 
 #define FROM_ADDRESSES_MAX 16   /* addresses checked in one From: header */
 
-enum delivery_result { DELIVERY_OK, DELIVERY_FAILED, DELIVERY_SPOOFED };
+enum delivery_result { DELIVERY_OK, DELIVERY_FAILED, DELIVERY_SPOOFED, DELIVERY_OVER_QUOTA };
 
 struct delivery {
     struct smtp_session *s;
@@ -30,6 +31,8 @@ struct delivery {
     enum delivery_result result;
     char queue_id[QUEUE_ID_LEN + 1];
     char err[256];
+    enum quota_result quota;     /* DELIVERY_OVER_QUOTA: for over_quota_rcpt */
+    char over_quota_rcpt[ACCOUNTS_ADDR_MAX + 1];
 };
 
 const char *smtp_protocol_name(const struct smtp_session *s)
@@ -273,8 +276,30 @@ static int queue_remote(struct smtp_session *s, struct delivery *d)
         .nrcpts = s->remote.n,
         .ret = s->mail.ret,
         .envid = s->mail.envid,
+        /* Held until the local copies are stored too, so the runner can
+         * never send a message whose submission then fails. */
+        .held = d->ntargets > 0,
     };
     return queue_add(s->srv->queue, &m, iov, 2, d->queue_id, d->err, sizeof d->err);
+}
+
+/* Quotas (quota.h): one reply per DATA, so the message goes to nobody when
+ * a local mailbox has no room for it: 552 when it can never fit there
+ * (that wins), else 452. RCPT refuses mailboxes that are already full, and
+ * too small for a declared SIZE, so this only catches what RCPT could not
+ * know. */
+static bool over_quota(struct smtp_session *s, struct delivery *d, uint64_t size)
+{
+    d->quota = QUOTA_OK;
+    for (size_t i = 0; i < d->ntargets && d->quota != QUOTA_TOO_BIG; i++) {
+        enum quota_result q = quota_check(s->srv->accounts, s->srv->store, s->srv->settings,
+                                          d->targets[i].address, size, NULL);
+        if (q == QUOTA_OK || (q == QUOTA_OVER && d->quota == QUOTA_OVER))
+            continue;
+        d->quota = q;
+        snprintf(d->over_quota_rcpt, sizeof d->over_quota_rcpt, "%s", d->targets[i].address);
+    }
+    return d->quota != QUOTA_OK;
 }
 
 static void delivery_work(void *arg)
@@ -283,6 +308,11 @@ static void delivery_work(void *arg)
     struct smtp_session *s = d->s;
     if (d->check_from && !from_header_owned(s)) {
         d->result = DELIVERY_SPOOFED;
+        return;
+    }
+    uint64_t size = (uint64_t)d->prefix.len + s->msg.len;
+    if (over_quota(s, d, size)) {
+        d->result = DELIVERY_OVER_QUOTA;
         return;
     }
     d->result = DELIVERY_FAILED;
@@ -299,6 +329,15 @@ static void delivery_work(void *arg)
             if (d->queue_id[0])
                 queue_remove(s->srv->queue, d->queue_id);
             d->queue_id[0] = '\0';
+            return;
+        }
+        for (size_t i = 0; i < d->ntargets; i++)
+            quota_charge(d->targets[i].address, size);
+        /* The local copies are durable: the queued one may go. If the
+         * release fails, the record stays held and the next start drops
+         * it, so the sender must not get a 250 now. */
+        if (d->queue_id[0] && queue_release(s->srv->queue, d->queue_id) < 0) {
+            set_err(d->err, sizeof d->err, "cannot release queued message %s", d->queue_id);
             return;
         }
     }
@@ -329,6 +368,12 @@ static void log_delivery(struct smtp_session *s, const struct delivery *d)
         log_error("smtp[%s]: %s: not stored, client=%s from=<%s> to=%s: %s", s->id, d->qid,
                   s->peer, s->mail.from.mailbox, rcpts ? rcpts : "", d->err);
         break;
+    case DELIVERY_OVER_QUOTA:
+        log_info("smtp[%s]: %s: refused client=%s from=<%s> to=%s size=%zu: mailbox %s %s",
+                 s->id, d->qid, s->peer, s->mail.from.mailbox, rcpts ? rcpts : "", s->msg.len,
+                 d->over_quota_rcpt,
+                 d->quota == QUOTA_TOO_BIG ? "quota smaller than the message" : "full");
+        break;
     }
     buf_free(&to);
 }
@@ -353,6 +398,12 @@ static void delivery_done(void *arg)
     enum delivery_result result = d->result;
     char qid[sizeof d->qid];
     memcpy(qid, d->qid, sizeof qid);
+    bool too_big = d->quota == QUOTA_TOO_BIG;
+    /* The reply names the mailbox only when the client named it: an
+     * alias's targets are not the sender's business. */
+    char full[sizeof d->over_quota_rcpt + 4] = "";
+    if (smtp_strvec_has(&s->rcpts, d->over_quota_rcpt))
+        snprintf(full, sizeof full, "<%s>: ", d->over_quota_rcpt);
     delivery_free(d);
 
     smtp_transaction_reset(s);
@@ -369,6 +420,13 @@ static void delivery_done(void *arg)
         break;
     case DELIVERY_FAILED:
         smtp_reply(s, 451, "4.3.0", "Error: local storage failure, try again later");
+        break;
+    case DELIVERY_OVER_QUOTA:
+        if (too_big)
+            smtp_reply_nocount(s, 552, "5.2.2", "%sMailbox full: message larger than "
+                               "the mailbox quota", full);
+        else
+            smtp_reply_nocount(s, 452, "4.2.2", "%sMailbox full, try again later", full);
         break;
     }
     if (!smtp_stop_if_shutting_down(s))

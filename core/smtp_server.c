@@ -20,6 +20,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "quota.h"
 #include "smtp_session.h"
 
 static struct smtp_session *sessions;
@@ -227,7 +228,24 @@ struct lookup {
     enum accounts_result result;
     bool owned;                        /* sender: the address is the user's */
     struct accounts_list local, remote;
+    enum quota_result quota;           /* of the first local mailbox without room */
+    const char *full;                  /* that mailbox, in local */
 };
+
+/* Quotas (quota.h): a local mailbox that is full, or smaller than the
+ * declared SIZE, refuses this recipient only; the others still get the
+ * message. */
+static void check_quotas(struct lookup *l)
+{
+    struct server *srv = l->s->srv;
+    uint64_t size = l->s->mail.size_given ? l->s->mail.size : 0;
+    for (size_t i = 0; i < l->local.n && !l->full; i++) {
+        l->quota = quota_check(srv->accounts, srv->store, srv->settings, l->local.items[i],
+                               size, NULL);
+        if (l->quota != QUOTA_OK)
+            l->full = l->local.items[i];
+    }
+}
 
 static void lookup_work(void *arg)
 {
@@ -238,6 +256,8 @@ static void lookup_work(void *arg)
         return;
     }
     l->result = accounts_resolve(acc, l->key, &l->local, &l->remote);
+    if (l->result == ACCOUNTS_OK)
+        check_quotas(l);
     if (l->result != ACCOUNTS_INVALID)
         return;
     /* Valid SMTP, but no address an account can have (a quoted local part,
@@ -295,6 +315,17 @@ static void lookup_answer(struct smtp_session *s, struct lookup *l)
             return;
         }
         smtp_reply(s, 250, "2.1.5", "Ok");
+        return;
+    }
+    if (l->result == ACCOUNTS_OK && l->full) {
+        log_info("smtp[%s]: refused client=%s to=<%s>: mailbox %s full", s->id, s->peer,
+                 l->address, l->full);
+        if (l->quota == QUOTA_TOO_BIG)
+            smtp_reply_nocount(s, 552, "5.2.2", "<%s>: Mailbox full: message larger than "
+                               "the mailbox quota", l->address);
+        else
+            smtp_reply_nocount(s, 452, "4.2.2", "<%s>: Mailbox full, try again later",
+                               l->address);
         return;
     }
     switch (l->result) {

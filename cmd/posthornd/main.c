@@ -87,6 +87,7 @@ static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
                  sessions_open(), mta_active(), DRAIN_SECONDS);
         smtp_abort_all();
         pop3_abort_all();
+        mta_abort_all();
         d->aborted = true;
     }
 }
@@ -187,7 +188,7 @@ static int open_services(struct daemon *d, char *err, size_t errlen)
     d->srv.store = mailstore_open(s->mail_dir, s->hostname, err, errlen);
     if (!d->srv.store)
         return -1;
-    d->srv.queue = queue_open(s->state_dir, err, errlen);
+    d->srv.queue = queue_open_daemon(s->state_dir, err, errlen);
     if (!d->srv.queue)
         return -1;
     d->srv.dns = dns_new(d->srv.loop, s->dns_resolver, err, errlen);

@@ -156,6 +156,8 @@ TEST(headers_only_with_ret_hdrs)
     CHECK(!contains(&b, "secret body"));
     CHECK(!contains(&b, "Original-Envelope-Id"));
     CHECK(!contains(&b, "Original-Recipient"));
+    CHECK(contains(&b, "Only its headers are attached below."));
+    CHECK(!contains(&b, "The message is attached below."));
     buf_free(&b);
 }
 
@@ -177,6 +179,8 @@ TEST(large_original_returns_headers)
     CHECK(contains(&b, "text/rfc822-headers"));
     CHECK(contains(&b, "Subject: big\r\n"));
     CHECK(b.len < 10000);
+    CHECK(contains(&b, "Only its headers are attached below."));
+    CHECK(!contains(&b, "The message is attached below."));
     buf_free(&b);
     free(m);
 }
@@ -190,6 +194,39 @@ TEST(delay_report)
     CHECK(contains(&b, "Subject: Delayed Mail (still being retried)\r\n"));
     CHECK(contains(&b, "Action: delayed\r\nStatus: 4.4.1\r\n"));
     CHECK(contains(&b, "Remote-MTA: dns; mx.example.net\r\n"));
+    buf_free(&b);
+}
+
+TEST(full_return_says_attached)
+{
+    struct dsn_rcpt r = { .address = "bob@example.net", .action = DSN_FAILED, .status = "5.0.0",
+                          .diagnostic = "550 no" };
+    struct buf b = BUF_INIT;
+    CHECK_INT(dsn_build(&INFO, &r, 1, ORIG, sizeof ORIG - 1, &b), 0);
+    CHECK(contains(&b, "The message is attached below."));
+    CHECK(!contains(&b, "Only its headers"));
+    buf_reset(&b);
+    /* Nothing to return: no claim of an attachment. */
+    CHECK_INT(dsn_build(&INFO, &r, 1, NULL, 0, &b), 0);
+    CHECK(!contains(&b, "attached below"));
+    buf_free(&b);
+}
+
+TEST(relayed_report)
+{
+    struct dsn_rcpt r = { .address = "bob@example.net", .action = DSN_DELIVERED,
+                          .status = "2.0.0", .remote = "mx.example.net[192.0.2.1]",
+                          .diagnostic = "250 2.0.0 queued" };
+    struct dsn_info info = INFO;
+    info.ret_hdrs_only = 1;
+    struct buf b = BUF_INIT;
+    CHECK_INT(dsn_build(&info, &r, 1, ORIG, sizeof ORIG - 1, &b), 0);
+    CHECK(contains(&b, "Subject: Successful Mail Delivery Report\r\n"));
+    CHECK(contains(&b, "Action: relayed\r\nStatus: 2.0.0\r\n"));
+    CHECK(contains(&b, "was relayed"));
+    CHECK(!contains(&b, "could not be delivered"));
+    CHECK(!contains(&b, "not been delivered yet"));
+    CHECK(!contains(&b, "secret body"));
     buf_free(&b);
 }
 
@@ -215,6 +252,8 @@ int main(void)
     RUN(headers_only_with_ret_hdrs);
     RUN(large_original_returns_headers);
     RUN(delay_report);
+    RUN(full_return_says_attached);
+    RUN(relayed_report);
     RUN(boundaries_differ);
     return test_summary();
 }

@@ -39,6 +39,9 @@ struct fake {
     const char *final;         /* reply after the dot */
     const char *auth_expect;   /* "AUTH PLAIN <b64>" accepted */
     bool in_data, tls;
+    bool break_tls;            /* answer STARTTLS with 220, then no TLS at all */
+    bool hang_final;           /* never answer the final dot */
+    int accepts;
     bool pipelined;            /* RCPT was already buffered when MAIL was answered */
     struct buf log;            /* commands, '|'-separated */
     struct buf body;           /* DATA lines as received, CRLF */
@@ -51,6 +54,9 @@ static void fake_reply(struct fake *f, const char *line, size_t len)
         conn_printf(c, "%s", f->tls && f->ehlo_tls ? f->ehlo_tls : f->ehlo);
     } else if (len >= 4 && strncasecmp(line, "HELO", 4) == 0) {
         conn_printf(c, "250 fake\r\n");
+    } else if (len == 8 && strncasecmp(line, "STARTTLS", 8) == 0 && f->break_tls) {
+        conn_printf(c, "220 2.0.0 ready\r\nthis is not a TLS handshake\r\n");
+        conn_close(c);
     } else if (len == 8 && strncasecmp(line, "STARTTLS", 8) == 0) {
         conn_printf(c, "220 2.0.0 ready\r\n");
         conn_starttls(c, sctx);
@@ -90,7 +96,8 @@ static void fake_lines(struct fake *f)
         if (f->in_data) {
             if (len == 1 && line[0] == '.') {
                 f->in_data = false;
-                conn_printf(f->c, "%s", f->final ? f->final : "250 2.0.0 queued\r\n");
+                if (!f->hang_final)
+                    conn_printf(f->c, "%s", f->final ? f->final : "250 2.0.0 queued\r\n");
             } else {
                 buf_append(&f->body, line, len);
                 buf_append(&f->body, "\r\n", 2);
@@ -126,6 +133,7 @@ static void fake_accept(struct ev_loop *l, ev_io *w, int revents)
     if (fd < 0)
         return;
     f->tls = false;
+    f->accepts++;
     f->c = conn_new(l, fd, NULL, 0, NULL, fake_handler, f);
     conn_printf(f->c, "220 fake ESMTP\r\n");
 }
@@ -341,6 +349,90 @@ TEST(starttls_required_but_not_offered_is_temporary)
     fake_stop(&f);
 }
 
+TEST(remote_dsn_is_reported_for_deliveries)
+{
+    struct fake f;
+    fake_start(&f, "250-fake\r\n250-DSN\r\n250 8BITMIME\r\n");
+    struct route r = relay_route_to(f.port, ROUTE_TLS_OPPORTUNISTIC);
+    const char *rcpts[] = { "a@x.test", "reject@x.test" };
+    struct outcome o = deliver(&r, rcpts, 2, "x\r\n");
+    CHECK_INT(o.res[0].status, MTA_DELIVERED);
+    CHECK(o.res[0].remote_dsn);
+    CHECK(!o.res[1].remote_dsn);   /* refused: nobody took it over */
+    fake_stop(&f);
+
+    fake_start(&f, EHLO_BASIC);
+    r = relay_route_to(f.port, ROUTE_TLS_OPPORTUNISTIC);
+    o = deliver(&r, rcpts, 1, "x\r\n");
+    CHECK_INT(o.res[0].status, MTA_DELIVERED);
+    CHECK(!o.res[0].remote_dsn);
+    fake_stop(&f);
+}
+
+TEST(opportunistic_tls_failure_retries_in_plaintext)
+{
+    struct fake f;
+    fake_start(&f, "250-fake\r\n250-STARTTLS\r\n250 8BITMIME\r\n");
+    f.break_tls = true;
+    struct route r = relay_route_to(f.port, ROUTE_TLS_OPPORTUNISTIC);
+    const char *rcpts[] = { "a@x.test" };
+    struct outcome o = deliver(&r, rcpts, 1, "Subject: t\r\n\r\nplain\r\n");
+    CHECK_INT(o.res[0].status, MTA_DELIVERED);
+    CHECK_INT(f.accepts, 2);
+    /* The second session did not try STARTTLS again. */
+    CHECK(strstr(fake_log(&f), "STARTTLS|EHLO client.test|MAIL FROM:") != NULL);
+    fake_stop(&f);
+}
+
+TEST(required_tls_failure_never_falls_back)
+{
+    struct fake f;
+    fake_start(&f, "250-fake\r\n250-STARTTLS\r\n250 8BITMIME\r\n");
+    f.break_tls = true;
+    struct route r = relay_route_to(f.port, ROUTE_TLS_STARTTLS);
+    const char *rcpts[] = { "a@x.test" };
+    struct outcome o = deliver(&r, rcpts, 1, "x\r\n");
+    CHECK_INT(o.res[0].status, MTA_TEMPFAIL);
+    CHECK_INT(f.accepts, 1);
+    CHECK(strstr(fake_log(&f), "MAIL") == NULL);
+    fake_stop(&f);
+}
+
+TEST(abort_all_ends_attempts_with_a_temporary_failure)
+{
+    mta_abort_all();   /* nothing in flight: nothing happens */
+    struct fake f;
+    fake_start(&f, EHLO_BASIC);
+    f.hang_final = true;
+    struct route r = relay_route_to(f.port, ROUTE_TLS_OPPORTUNISTIC);
+    const char *rcpts[] = { "a@x.test", "reject@x.test" };
+    struct buf body = BUF_INIT;
+    buf_append(&body, "x\r\n", 3);
+    struct mta_job job = {
+        .route = &r, .rcpt_domain = "x.test", .sender = "s@sender.test", .rcpts = rcpts,
+        .nrcpts = 2, .body = &body, .log_id = "abort",
+    };
+    struct outcome o = { 0 };
+    CHECK_INT(mta_deliver(&srv, &job, on_done, &o), 0);
+    /* Wait until the message is out and the client waits for the reply. */
+    double end = now() + DEADLINE;
+    while (f.body.len == 0 && now() < end)
+        ev_run(loop, EVRUN_ONCE);
+    CHECK(f.body.len > 0);
+    CHECK(!o.done);
+    mta_abort_all();
+    mta_abort_all();   /* twice: still one outcome */
+    CHECK(run_until_done(&o));
+    CHECK_INT(o.calls, 1);
+    CHECK_INT(o.res[0].status, MTA_TEMPFAIL);
+    CHECK_STR(o.res[0].enhanced, "4.3.2");
+    CHECK(strstr(o.res[0].reply, "shutting down") != NULL);
+    CHECK_INT(o.res[1].status, MTA_PERMFAIL);   /* decided before: kept */
+    CHECK_INT(mta_active(), 0);
+    buf_free(&body);
+    fake_stop(&f);
+}
+
 static void auth_case(const char *password, enum mta_status want)
 {
     struct fake f;
@@ -467,6 +559,10 @@ int main(void)
     RUN(size_above_the_server_limit_is_refused);
     RUN(starttls_required_but_not_offered_is_temporary);
     RUN(auth_plain_over_starttls);
+    RUN(remote_dsn_is_reported_for_deliveries);
+    RUN(opportunistic_tls_failure_retries_in_plaintext);
+    RUN(required_tls_failure_never_falls_back);
+    RUN(abort_all_ends_attempts_with_a_temporary_failure);
     RUN(connection_refused_is_temporary);
     RUN(own_listening_address_is_a_mail_loop);
     RUN(wildcard_listener_matches_interface_addresses);

@@ -3,10 +3,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -189,7 +192,16 @@ TEST(open_removes_orphans)
     snprintf(p, sizeof p, "%s/queue/%s", root, lost);
     CHECK_INT(unlink(p), 0);
 
+    /* The setup CLI's handle never cleans, even when it is alone. */
     q = open_q();
+    CHECK(body_exists(orphans[0]));
+    queue_close(q);
+
+    char err[256] = "";
+    q = queue_open_daemon(root, err, sizeof err);
+    CHECK(q != NULL);
+    if (!q)
+        return;
     CHECK(!body_exists(orphans[0]));
     CHECK(!body_exists(orphans[1]));
     CHECK(body_exists(keep));
@@ -210,6 +222,111 @@ TEST(open_removes_orphans)
     unlink(p);
     CHECK_INT(queue_remove(q, keep), 0);
     queue_close(q);
+}
+
+static long count_due(struct queue *q, time_t now)
+{
+    struct queue_msg *v = NULL;
+    long n = queue_due(q, now, 10, &v);
+    queue_msgs_free(v, n > 0 ? (size_t)n : 0);
+    return n;
+}
+
+TEST(held_entries_are_never_due_until_released)
+{
+    struct queue *q = open_q();
+    const char *rcpts[] = { "b@example.net", "c@example.net" };
+    struct queue_new m = { .sender = "a@example.org", .rcpts = rcpts, .nrcpts = 2, .held = true };
+    struct iovec iov = { (void *)BODY, sizeof BODY - 1 };
+    char id[QUEUE_ID_LEN + 1], err[256] = "";
+    CHECK_INT(queue_add(q, &m, &iov, 1, id, err, sizeof err), 0);
+    time_t now = time(NULL);
+    CHECK_INT(count_due(q, now + 10 * 365 * 86400L), 0);
+    CHECK_INT(queue_next_due(q), 0);
+    CHECK_INT(queue_flush(q, NULL), 0);      /* a flush does not release it */
+    CHECK_INT(queue_flush(q, id), 0);
+    CHECK_INT(count_due(q, now + 10), 0);
+
+    struct queue_msg g;
+    CHECK_INT(queue_get(q, id, &g), 0);
+    CHECK(g.held);
+    CHECK(g.rcpts[0].next_attempt > now + 1000L * 365 * 86400);
+    CHECK(strstr(g.rcpts[0].last_error, "held") != NULL);   /* what setup queue list shows */
+    queue_msg_free(&g);
+
+    /* One recipient final before the release: it stays final. */
+    CHECK_INT(queue_update_rcpt(q, id, "c@example.net", QUEUE_RCPT_DELIVERED, now, "250 ok"), 0);
+    CHECK_INT(queue_release(q, id), 0);
+    CHECK_INT(count_due(q, time(NULL)), 1);
+    CHECK(queue_next_due(q) > 0 && queue_next_due(q) <= time(NULL));
+    CHECK_INT(queue_get(q, id, &g), 0);
+    CHECK(!g.held);
+    CHECK_INT(g.rcpts[0].state, QUEUE_RCPT_PENDING);
+    CHECK_STR(g.rcpts[0].last_error, "");
+    CHECK(g.rcpts[0].next_attempt <= time(NULL));
+    CHECK_INT(g.rcpts[1].state, QUEUE_RCPT_DELIVERED);
+    CHECK(g.rcpts[1].next_attempt <= time(NULL));
+    queue_msg_free(&g);
+    CHECK_INT(queue_release(q, id), 0);      /* again: harmless */
+    errno = 0;
+    CHECK_INT(queue_release(q, "0123456789abcdef"), -1);
+    CHECK_INT(errno, ENOENT);
+    CHECK_INT(queue_release(q, "../x"), -1);
+    CHECK_INT(queue_remove(q, id), 0);
+    queue_close(q);
+}
+
+TEST(daemon_removes_stale_held_entries)
+{
+    struct queue *q = open_q();
+    const char *rcpts[] = { "b@example.net" };
+    struct queue_new m = { .sender = "a@example.org", .rcpts = rcpts, .nrcpts = 1, .held = true };
+    struct iovec iov = { (void *)BODY, sizeof BODY - 1 };
+    char held[QUEUE_ID_LEN + 1], kept[QUEUE_ID_LEN + 1], err[256] = "";
+    CHECK_INT(queue_add(q, &m, &iov, 1, held, err, sizeof err), 0);
+    m.held = false;
+    CHECK_INT(queue_add(q, &m, &iov, 1, kept, err, sizeof err), 0);
+    queue_close(q);
+
+    q = queue_open_daemon(root, err, sizeof err);
+    CHECK(q != NULL);
+    if (!q)
+        return;
+    struct queue_msg g;
+    CHECK_INT(queue_get(q, held, &g), -1);
+    CHECK(!body_exists(held));
+    CHECK_INT(queue_get(q, kept, &g), 0);
+    queue_msg_free(&g);
+    CHECK(body_exists(kept));
+    CHECK_INT(queue_remove(q, kept), 0);
+    queue_close(q);
+}
+
+static void *unlock_later(void *arg)
+{
+    int fd = *(int *)arg;
+    usleep(300 * 1000);
+    flock(fd, LOCK_UN);
+    return NULL;
+}
+
+TEST(daemon_waits_for_the_lock)
+{
+    char p[256], err[256] = "";
+    snprintf(p, sizeof p, "%s/queue/.lock", root);
+    int fd = open(p, O_RDWR | O_CREAT, 0600);
+    CHECK(fd >= 0);
+    CHECK_INT(flock(fd, LOCK_EX | LOCK_NB), 0);
+    pthread_t t;
+    CHECK_INT(pthread_create(&t, NULL, unlock_later, &fd), 0);
+    struct queue *q = queue_open_daemon(root, err, sizeof err);
+    CHECK(q != NULL);
+    pthread_join(t, NULL);
+    /* And it keeps the lock: another process cannot take it now. */
+    CHECK_INT(flock(fd, LOCK_EX | LOCK_NB), -1);
+    queue_close(q);
+    CHECK_INT(flock(fd, LOCK_EX | LOCK_NB), 0);
+    close(fd);
 }
 
 TEST(retry_schedule)
@@ -247,6 +364,9 @@ int main(void)
     RUN(add_stores_body_and_record);
     RUN(due_update_and_next_due);
     RUN(open_removes_orphans);
+    RUN(held_entries_are_never_due_until_released);
+    RUN(daemon_removes_stale_held_entries);
+    RUN(daemon_waits_for_the_lock);
     RUN(retry_schedule);
     RUN(add_refuses_no_recipients);
     rm_rf(root);
