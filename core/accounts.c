@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "log.h"
 #include "password.h"
 
@@ -392,73 +393,7 @@ static enum accounts_result finish(struct accounts *a, enum accounts_result r, c
 
 static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
-        return 0;
-    snprintf(err, errlen, "accounts.db: %s", msg ? msg : sqlite3_errmsg(db));
-    sqlite3_free(msg);
-    return -1;
-}
-
-static int query_int(sqlite3 *db, const char *sql, int *out)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : -1;
-}
-
-static int set_journal_wal(sqlite3 *db, char *err, size_t errlen)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "accounts.db: %s", sqlite3_errmsg(db));
-        return -1;
-    }
-    int rc = sqlite3_step(st);
-    const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
-    bool wal = mode && strcmp(mode, "wal") == 0;
-    sqlite3_finalize(st);
-    if (!wal) {
-        snprintf(err, errlen, "accounts.db: cannot switch to WAL mode: %s", sqlite3_errmsg(db));
-        return -1;
-    }
-    return 0;
-}
-
-/* Applies the migrations the file lacks, in one transaction. */
-static int migrate(sqlite3 *db, char *err, size_t errlen)
-{
-    if (exec_sql(db, "BEGIN IMMEDIATE", err, errlen) < 0)
-        return -1;
-    int version = 0;
-    if (query_int(db, "PRAGMA user_version", &version) < 0) {
-        snprintf(err, errlen, "accounts.db: cannot read the schema version: %s",
-                 sqlite3_errmsg(db));
-        goto fail;
-    }
-    if (version > SCHEMA_VERSION) {
-        snprintf(err, errlen, "accounts.db: schema version %d is newer than this program's (%d)",
-                 version, SCHEMA_VERSION);
-        goto fail;
-    }
-    for (int v = version; v < SCHEMA_VERSION; v++)
-        if (exec_sql(db, migrations[v], err, errlen) < 0)
-            goto fail;
-    char sql[64];
-    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
-    if (exec_sql(db, sql, err, errlen) < 0 || exec_sql(db, "COMMIT", err, errlen) < 0)
-        goto fail;
-    if (version > 0 && version < SCHEMA_VERSION)   /* creating a new file is not news */
-        log_info("accounts: schema migrated from version %d to %d", version, SCHEMA_VERSION);
-    return 0;
-fail:
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
+    return db_exec(db, "accounts.db", sql, err, errlen);
 }
 
 /* Creates the file with mode 0600 before SQLite does (SQLite would use
@@ -478,12 +413,12 @@ static int configure(sqlite3 *db, char *err, size_t errlen)
 {
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, 5000);
-    if (set_journal_wal(db, err, errlen) < 0)
+    if (db_set_wal(db, "accounts.db", err, errlen) < 0)
         return -1;
     /* FULL: a change `setup` reported as done must survive a power loss. */
     if (exec_sql(db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;", err, errlen) < 0)
         return -1;
-    return migrate(db, err, errlen);
+    return db_migrate(db, "accounts.db", migrations, SCHEMA_VERSION, err, errlen);
 }
 
 static int prepare_all(struct accounts *a, char *err, size_t errlen)

@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "log.h"
 
 #define INDEX_FILE    "posthorn-index.db"
@@ -223,18 +224,6 @@ static int exec_sql(sqlite3 *db, const char *sql)
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
-static int query_int(sqlite3 *db, const char *sql, int *out)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : -1;
-}
-
 /* --- Opening, migrating, rebuilding ------------------------------------------ */
 
 enum open_result { OPEN_OK, OPEN_FAIL, OPEN_CORRUPT };
@@ -255,7 +244,7 @@ static int set_journal_wal(sqlite3 *db)
 static int migrate(struct mailindex *ix, char *err, size_t errlen)
 {
     int version = 0;
-    if (exec_sql(ix->db, "BEGIN IMMEDIATE") < 0 || query_int(ix->db, "PRAGMA user_version", &version) < 0)
+    if (exec_sql(ix->db, "BEGIN IMMEDIATE") < 0 || db_query_int(ix->db, "PRAGMA user_version", &version) < 0)
         goto fail;
     if (version > SCHEMA_VERSION) {
         set_err(err, errlen, "%s: schema version %d is newer than this program's (%d)",

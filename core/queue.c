@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "log.h"
 
 #define QUEUE_PATH_MAX 4096
@@ -364,78 +365,21 @@ int queue_read_body(struct queue *q, const char *id, struct buf *out, char *err,
 /* ------------------------------------------------------------------ */
 /* Opening                                                              */
 
-static int query_int(sqlite3 *db, const char *sql, int *out)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : -1;
-}
-
 static int exec_open(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
-        return 0;
-    snprintf(err, errlen, "queue.db: %s", msg ? msg : sqlite3_errmsg(db));
-    sqlite3_free(msg);
-    return -1;
-}
-
-static int migrate(sqlite3 *db, char *err, size_t errlen)
-{
-    if (exec_open(db, "BEGIN IMMEDIATE", err, errlen) < 0)
-        return -1;
-    int version = 0;
-    if (query_int(db, "PRAGMA user_version", &version) < 0) {
-        snprintf(err, errlen, "queue.db: cannot read the schema version: %s", sqlite3_errmsg(db));
-        goto fail;
-    }
-    if (version > SCHEMA_VERSION) {
-        snprintf(err, errlen, "queue.db: schema version %d is newer than this program's (%d)",
-                 version, SCHEMA_VERSION);
-        goto fail;
-    }
-    for (int v = version; v < SCHEMA_VERSION; v++)
-        if (exec_open(db, migrations[v], err, errlen) < 0)
-            goto fail;
-    char sql[64];
-    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
-    if (exec_open(db, sql, err, errlen) < 0 || exec_open(db, "COMMIT", err, errlen) < 0)
-        goto fail;
-    if (version > 0 && version < SCHEMA_VERSION)
-        log_info("queue: schema migrated from version %d to %d", version, SCHEMA_VERSION);
-    return 0;
-fail:
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
+    return db_exec(db, "queue.db", sql, err, errlen);
 }
 
 static int configure(sqlite3 *db, char *err, size_t errlen)
 {
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "queue.db: %s", sqlite3_errmsg(db));
+    if (db_set_wal(db, "queue.db", err, errlen) < 0)
         return -1;
-    }
-    const char *mode = sqlite3_step(st) == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0)
-                                                      : NULL;
-    bool wal = mode && strcmp(mode, "wal") == 0;
-    sqlite3_finalize(st);
-    if (!wal) {
-        snprintf(err, errlen, "queue.db: cannot switch to WAL mode: %s", sqlite3_errmsg(db));
-        return -1;
-    }
     /* FULL: a message acknowledged with 250 must survive a power loss. */
     if (exec_open(db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;", err, errlen) < 0)
         return -1;
-    return migrate(db, err, errlen);
+    return db_migrate(db, "queue.db", migrations, SCHEMA_VERSION, err, errlen);
 }
 
 static int make_dirs(const char *state_dir, char *qdir, size_t qlen, char *dbpath, size_t dblen,
