@@ -33,7 +33,7 @@ SETUP_OBJ = $(SETUP_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC  = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN  = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test unit integration asan asan-test fuzz fuzz-build bench run deps clean
+.PHONY: all test unit integration asan asan-test fuzz fuzz-build bench run deps clean docker-test
 
 all: $(BUILD)/posthornd $(BUILD)/setup
 
@@ -94,6 +94,11 @@ fuzz: fuzz-build
 
 bench: all
 	tests/bench/run
+
+# The image end to end with a private dockerd (root; installs docker.io,
+# docker-compose and debootstrap when missing). Prints "docker: N passed, N failed".
+docker-test:
+	$(PYTHON) tests/docker/run_docker_test.py
 
 # The whole suite, as CI runs it: packages, build, unit, integration,
 # the same again under ASan/UBSan, and a short libFuzzer run.

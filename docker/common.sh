@@ -1,0 +1,116 @@
+# Shared by the entrypoint's steps (sourced; POSIX sh).
+
+info() { printf 'posthorn-entrypoint: %s\n' "$*" >&2; }
+fatal() { printf 'posthorn-entrypoint: %s\n' "$*" >&2; exit 1; }
+
+# docker-mailserver's PERMIT_DOCKER. The daemon does not yet let any network
+# send through port 25 without authentication, which is what `none` means.
+check_permit_docker() {
+    case "${PERMIT_DOCKER:-none}" in
+        none|'') ;;
+        container|host|network|connected-networks)
+            info "PERMIT_DOCKER=$PERMIT_DOCKER: not enforced yet; no network may relay without authentication (as none)" ;;
+        *) fatal "PERMIT_DOCKER: invalid value '$PERMIT_DOCKER'; accepted: none, container, host, network, connected-networks" ;;
+    esac
+}
+
+check_clamav() {
+    case "${ENABLE_CLAMAV:-0}" in
+        1) info "ClamAV arrives with the filters work; ENABLE_CLAMAV ignored" ;;
+        *) ;;
+    esac
+}
+
+# OVERRIDE_HOSTNAME, else the container's fully qualified name
+# (compose: hostname: mail.example.com). Mail needs a name with a dot.
+resolve_hostname() {
+    name=${OVERRIDE_HOSTNAME:-}
+    if [ -z "$name" ]; then
+        name=$(hostname -f 2>/dev/null || true)
+        [ -n "$name" ] || name=$(hostname 2>/dev/null || cat /etc/hostname)
+    fi
+    name=${name%.}
+    case "$name" in
+        *.*) ;;
+        *) fatal "OVERRIDE_HOSTNAME: the host name '$name' is not fully qualified; set hostname: mail.example.com in compose.yaml or OVERRIDE_HOSTNAME=mail.example.com" ;;
+    esac
+    OVERRIDE_HOSTNAME=$name
+    export OVERRIDE_HOSTNAME
+}
+
+# Reads the effective values of the settings the entrypoint itself needs.
+# `-c /dev/null`: a file left by the previous start must not count.
+load_effective_settings() {
+    SETTINGS_DUMP=$(setup -c /dev/null debug settings) || fatal "cannot resolve the settings"
+    # shellcheck disable=SC2034  # read through eval
+    for name in MAIL_DIR STATE_DIR LOG_DIR CONFIG_DIR DMS_VMAIL_UID DMS_VMAIL_GID SSL_TYPE SSL_CERT_PATH SSL_KEY_PATH; do
+        value=$(printf '%s\n' "$SETTINGS_DUMP" | sed -n "s/^$name=//p" | sed 's/^"\(.*\)"$/\1/')
+        eval "S_$name=\$value"
+    done
+}
+
+# One directory: created, writable, and owned by the mail user (also after
+# a DMS_VMAIL_UID/GID change, which needs the contents handed over too).
+prepare_dir() {
+    setting=$1 dir=$2
+    mkdir -p "$dir" 2>/dev/null || fatal "$setting: cannot create $dir"
+    probe="$dir/.posthorn-write-test.$$"
+    if ! ( : >"$probe" ) 2>/dev/null; then
+        fatal "$setting: $dir is not writable (read-only volume or wrong permissions)"
+    fi
+    rm -f "$probe"
+    owner=$(stat -c %u:%g "$dir")
+    if [ "$owner" != "$S_DMS_VMAIL_UID:$S_DMS_VMAIL_GID" ]; then
+        info "$setting: giving $dir to $S_DMS_VMAIL_UID:$S_DMS_VMAIL_GID (was $owner)"
+        chown -R "$S_DMS_VMAIL_UID:$S_DMS_VMAIL_GID" "$dir" || fatal "$setting: cannot change the owner of $dir"
+    fi
+}
+
+prepare_dirs() {
+    prepare_dir MAIL_DIR "$S_MAIL_DIR"
+    prepare_dir STATE_DIR "$S_STATE_DIR"
+    prepare_dir LOG_DIR "$S_LOG_DIR"
+}
+
+# The file `setup` reads by default and posthornd rereads on SIGHUP (as the
+# mail user, hence group-readable by it; it may hold RELAY_PASSWORD).
+write_effective_settings() {
+    target=$1
+    mkdir -p "$(dirname "$target")"
+    tmp="$target.tmp"
+    umask 027
+    {
+        echo "# Written by the entrypoint at every start: the effective settings."
+        echo "# Change mailserver.env or the compose environment instead."
+        setup -c /dev/null debug settings
+    } >"$tmp" || fatal "cannot write $target"
+    umask 022
+    chgrp "$S_DMS_VMAIL_GID" "$tmp"
+    mv -f "$tmp" "$target"
+}
+
+# docker-mailserver files in CONFIG_DIR are imported when they are new or
+# changed since the last import (a checksum in STATE_DIR); the import
+# itself is idempotent, so a repeated one changes nothing.
+import_dms_files() {
+    settings=$1
+    files=""
+    for f in postfix-accounts.cf postfix-virtual.cf postfix-relaymap.cf postfix-sasl-password.cf dovecot-quotas.cf; do
+        [ -f "$S_CONFIG_DIR/$f" ] && files="$files $S_CONFIG_DIR/$f"
+    done
+    [ -n "$files" ] || return 0
+    marker="$S_STATE_DIR/.dms-import.sha256"
+    # shellcheck disable=SC2086
+    sum=$(cat $files | sha256sum | cut -d' ' -f1)
+    if [ -f "$marker" ] && [ "$(cat "$marker")" = "$sum" ]; then
+        info "docker-mailserver files in $S_CONFIG_DIR unchanged since the last import"
+        return 0
+    fi
+    info "importing docker-mailserver files from $S_CONFIG_DIR"
+    if setup -c "$settings" import dms "$S_CONFIG_DIR"; then
+        :
+    else
+        info "some lines were not imported (see above); fix them and restart, or run: setup import dms $S_CONFIG_DIR"
+    fi
+    printf '%s\n' "$sum" >"$marker"
+}
