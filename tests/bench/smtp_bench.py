@@ -43,7 +43,8 @@ def run(args):
         rc, out, err = d.setup("email", "add", RCPT, "bench-password")
         if rc != 0:
             sys.exit("bench: setup email add failed (%d): %s" % (rc, err.strip()))
-        cmd = [args.smtp_source, "-c", "-s", str(args.sessions), "-l", str(args.size),
+        cmd = [args.smtp_source, "-c"] + (["-d"] if args.keep_sessions else []) + [
+               "-s", str(args.sessions), "-l", str(args.size),
                "-m", str(args.messages), "-f", "bench@example.org", "-t", RCPT,
                "127.0.0.1:%d" % d.port]
         t0 = time.monotonic()
@@ -92,6 +93,9 @@ def main():
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--size", type=int, default=10240)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--keep-sessions", action="store_true",
+                    help="smtp-source -d: many messages per connection, to measure the "
+                         "storage path without the cost of a connection per message")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a posthornd setting for this run, e.g. WORKER_THREADS=8")
     args = ap.parse_args()
