@@ -11,6 +11,7 @@
 #include "dns.h"
 #include "listener.h"
 #include "mailstore.h"
+#include "netmatch.h"
 #include "queue.h"
 #include "settings.h"
 #include "tls.h"
@@ -27,6 +28,7 @@ struct server {
     struct queue *queue;                    /* the outbound queue's storage */
     struct queue_runner *runner;            /* its scheduler */
     const struct listener *smtp_listener;   /* port 25, for mail-loop detection */
+    const struct netmatch *permit_networks; /* PERMIT_NETWORKS: may relay on port 25 */
     bool stopping;             /* SIGTERM received: finish what is in flight */
 };
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "listener.h"
+#include "netmatch.h"
 
 #define LINE_MAX_BYTES 8192
 #define NAME_MAX_BYTES 128
@@ -82,6 +83,7 @@ static bool check_resolver(const char *v);
 static bool check_hostport(const char *v);
 static bool check_relay_host(const char *v);
 static bool check_secret(const char *v);
+static bool check_networks(const char *v);
 
 #define PATH_ROW(n, d, f) { .name = n, .def = d, .kind = K_PATH, FIELD(f) }
 #define LISTEN_ROW(n, d, f) { .name = n, .def = d, .kind = K_LISTEN, FIELD(f) }
@@ -142,6 +144,8 @@ static const struct setting_def table[] = {
     STRING_ROW("RELAY_PASSWORD", "", relay_password, check_secret,
                "text without control characters"),
     BOOL_ROW("RELAY_TLS_VERIFY", "1", relay_tls_verify),
+    STRING_ROW("PERMIT_NETWORKS", "", permit_networks, check_networks,
+               "empty or a comma-separated list of IPv4/IPv6 networks (CIDR)"),
     UINT_ROW("QUEUE_LIFETIME", "432000", queue_lifetime, 60, 31536000),
     UINT_ROW("QUEUE_DELAY_WARNING", "14400", queue_delay_warning, 0, 31536000),
     UINT_ROW("OUTBOUND_MAX_CONNECTIONS", "100", outbound_max_connections, 1, 10000),
@@ -274,6 +278,12 @@ static bool check_hostport(const char *v)
 static bool check_secret(const char *v)
 {
     return strlen(v) <= 255 && !has_control(v);
+}
+
+/* PERMIT_NETWORKS: parsed by the same code the server will use. */
+static bool check_networks(const char *v)
+{
+    return netmatch_valid(v);
 }
 
 static bool parse_port(const char *p)

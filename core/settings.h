@@ -71,6 +71,8 @@ struct settings {
     char *relay_user;          /* RELAY_USER "" */
     char *relay_password;      /* RELAY_PASSWORD "" */
     bool relay_tls_verify;     /* RELAY_TLS_VERIFY 1: verify the relay's certificate */
+    char *permit_networks;     /* PERMIT_NETWORKS "": CIDR list whose clients may relay on port 25
+                                * without authentication (see netmatch.h) */
     unsigned queue_lifetime;   /* QUEUE_LIFETIME 432000 seconds (5 days), then bounce */
     unsigned queue_delay_warning; /* QUEUE_DELAY_WARNING 14400 seconds (4 hours); 0 = never */
     unsigned outbound_max_connections;     /* OUTBOUND_MAX_CONNECTIONS 100 */

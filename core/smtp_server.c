@@ -308,7 +308,7 @@ static void lookup_answer(struct smtp_session *s, struct lookup *l)
         sender_answer(s, l);
         return;
     }
-    if (l->result == ACCOUNTS_NOT_LOCAL && s->authed) {
+    if (l->result == ACCOUNTS_NOT_LOCAL && (s->authed || s->permitted)) {
         if (add_remote(s, l->address, l->notify, l->orcpt) < 0 ||
             smtp_strvec_add(&s->rcpts, l->address) < 0) {
             smtp_reply(s, 451, "4.3.0", "Error: out of memory");
@@ -934,6 +934,10 @@ static void accept_service(enum smtp_service svc, int fd, const struct sockaddr 
     static const char *const names[] = { "smtp", "submission", "submissions" };
     log_info("smtp[%s]: %s connect from %s:%u to %s:%u", s->id, names[svc], s->peer,
              conn_peer_port(c), conn_local_addr(c), conn_local_port(c));
+    if (svc == SMTP_SERVICE_MX && netmatch_contains(srv->permit_networks, s->peer)) {
+        s->permitted = true;
+        log_info("smtp[%s]: client in PERMIT_NETWORKS: may relay", s->id);
+    }
     conn_set_timeout(c, set->smtp_timeout);
     if (implicit)
         s->phase = PHASE_TLS;

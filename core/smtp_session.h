@@ -66,6 +66,9 @@ struct smtp_session {
 
     /* Submission: the logged-in user (smtp_auth.c). */
     bool authed;
+    /* Port 25 client in PERMIT_NETWORKS: may relay without AUTH (and is
+     * otherwise treated as unauthenticated: no DSN, no SPOOF checks). */
+    bool permitted;
     char user[ACCOUNTS_ADDR_MAX + 1];
     enum smtp_auth_step auth_step;
     char auth_name[SASL_USER_MAX + 1];  /* AUTH LOGIN: the user name, until the password */

@@ -3,15 +3,83 @@
 info() { printf 'posthorn-entrypoint: %s\n' "$*" >&2; }
 fatal() { printf 'posthorn-entrypoint: %s\n' "$*" >&2; exit 1; }
 
-# docker-mailserver's PERMIT_DOCKER. The daemon does not yet let any network
-# send through port 25 without authentication, which is what `none` means.
+# docker-mailserver's PERMIT_DOCKER becomes PERMIT_NETWORKS (appended to
+# the user's own): networks whose clients may send through port 25 without
+# authentication. The image has no iproute2, so the routes come from
+# /proc/net/route (IPv4, hexadecimal in the host's little-endian order).
+PROC_NET_ROUTE=${PROC_NET_ROUTE:-/proc/net/route}
+
+# Prints "iface destination gateway prefix" per IPv4 route, dotted quads.
+ipv4_routes() {
+    awk 'function hx(s,  i, v) {
+             v = 0
+             for (i = 1; i <= length(s); i++)
+                 v = v * 16 + index("0123456789ABCDEF", toupper(substr(s, i, 1))) - 1
+             return v
+         }
+         function ip(h) {
+             return hx(substr(h, 7, 2)) "." hx(substr(h, 5, 2)) "." hx(substr(h, 3, 2)) "." hx(substr(h, 1, 2))
+         }
+         function bits(h,  i, n, v) {
+             n = 0
+             for (i = 1; i <= 8; i += 2) {
+                 v = hx(substr(h, i, 2))
+                 while (v > 0) { n += v % 2; v = int(v / 2) }
+             }
+             return n
+         }
+         NR > 1 && NF >= 8 { print $1, ip($2), ip($3), bits($8) }' "$PROC_NET_ROUTE" 2>/dev/null
+}
+
+# The container's IPv4 networks: routes on an interface without a gateway.
+connected_networks() {
+    ipv4_routes | awk '$1 != "lo" && $3 == "0.0.0.0" && $2 != "0.0.0.0" { print $2 "/" $4 }'
+}
+
+# The docker host network: the default gateway's /16 (as docker-mailserver).
+host_network() {
+    ipv4_routes | awk '$2 == "0.0.0.0" && $4 == 0 && $3 != "0.0.0.0" {
+        split($3, o, "."); print o[1] "." o[2] ".0.0/16"; exit }'
+}
+
+# The container's own addresses, one host each: `hostname -i` (docker's
+# /etc/hosts entry), else the kernel's local IPv4 addresses.
+container_addresses() {
+    addrs=$(hostname -i 2>/dev/null || true)
+    for a in $addrs; do
+        case "$a" in
+            127.*|::1|fe80:*|*%*) ;;
+            *:*) echo "$a/128" ;;
+            *.*) echo "$a/32" ;;
+        esac
+    done | grep . || local_ipv4_addresses
+}
+
+local_ipv4_addresses() {
+    awk '$1 == "|--" { a = $2 } $1 == "/32" && $3 == "LOCAL" && a !~ /^127\./ { print a "/32" }' \
+        "${PROC_NET_FIB_TRIE:-/proc/net/fib_trie}" 2>/dev/null || true
+}
+
 check_permit_docker() {
     case "${PERMIT_DOCKER:-none}" in
-        none|'') ;;
-        container|host|network|connected-networks)
-            info "PERMIT_DOCKER=$PERMIT_DOCKER: not enforced yet; no network may relay without authentication (as none)" ;;
+        none|'') return 0 ;;
+        container) nets=$(container_addresses) ;;
+        host) nets=$(host_network) ;;
+        network|connected-networks) nets=$(connected_networks) ;;
         *) fatal "PERMIT_DOCKER: invalid value '$PERMIT_DOCKER'; accepted: none, container, host, network, connected-networks" ;;
     esac
+    nets=$(printf '%s\n' "$nets" | awk 'NF && !seen[$0]++' | paste -sd, -)
+    if [ -z "$nets" ]; then
+        info "PERMIT_DOCKER=$PERMIT_DOCKER: no network found; no network may relay without authentication (as none)"
+        return 0
+    fi
+    info "PERMIT_DOCKER=$PERMIT_DOCKER: PERMIT_NETWORKS=$nets"
+    if [ -n "${PERMIT_NETWORKS:-}" ]; then
+        PERMIT_NETWORKS="$PERMIT_NETWORKS,$nets"
+    else
+        PERMIT_NETWORKS=$nets
+    fi
+    export PERMIT_NETWORKS
 }
 
 check_clamav() {

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "mailstore.h"
 #include "mta.h"
+#include "netmatch.h"
 #include "pop3_server.h"
 #include "privileges.h"
 #include "queue.h"
@@ -54,6 +55,7 @@ struct daemon {
     struct settings settings;
     const char *config;
     struct listener *listeners[NSERVICES];
+    struct netmatch permit;    /* PERMIT_NETWORKS, parsed once */
     ev_signal sigterm, sigint, sighup;
     ev_timer drain;
     ev_tstamp drain_deadline;
@@ -182,6 +184,11 @@ static int open_listeners(struct daemon *d, char *err, size_t errlen)
 static int open_services(struct daemon *d, char *err, size_t errlen)
 {
     const struct settings *s = &d->settings;
+    if (netmatch_parse(s->permit_networks, &d->permit) < 0) {
+        snprintf(err, errlen, "PERMIT_NETWORKS: cannot parse '%s'", s->permit_networks);
+        return -1;
+    }
+    d->srv.permit_networks = &d->permit;
     d->srv.accounts = accounts_open(s->state_dir, err, errlen);
     if (!d->srv.accounts)
         return -1;
@@ -260,6 +267,7 @@ static void stop(struct daemon *d)
         accounts_close(d->srv.accounts);
     if (d->srv.tls)
         tls_server_free(d->srv.tls);
+    netmatch_free(&d->permit);
 }
 
 int main(int argc, char **argv)
