@@ -1011,74 +1011,78 @@ static int find_msg(int boxfd, const char *name, char *out, size_t outlen)
 }
 
 /* A message can move (flags changed by another session) between finding
- * and using it: retry a few times on ENOENT. */
+ * and using it: `use` is retried a few times while it fails with ENOENT.
+ * `use` gets the message's current path relative to the folder and returns
+ * 0 (or an fd) on success, -1 with errno set on failure. */
 #define MSG_RETRIES 3
 
-static int md_open_msg(void *be, const char *address, const char *folder, const char *name)
+typedef int (*msg_use_fn)(int boxfd, const char *path, void *arg);
+
+static int with_msg(void *be, const char *address, const char *folder, const char *name,
+                    msg_use_fn use, void *arg)
 {
     int boxfd = open_box(be, address, folder);
     if (boxfd < 0)
         return -1;
     char path[PATH_MAX];
-    int fd = -1;
-    for (int i = 0; i < MSG_RETRIES && fd < 0; i++) {
+    int rc = -1;
+    for (int i = 0; i < MSG_RETRIES && rc < 0; i++) {
         if (find_msg(boxfd, name, path, sizeof(path)) < 0)
             break;
-        fd = openat(boxfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 && errno != ENOENT)
+        rc = use(boxfd, path, arg);
+        if (rc < 0 && errno != ENOENT)
             break;
     }
     int saved = errno;
     close(boxfd);
-    if (fd < 0)
+    if (rc < 0)
         errno = saved;
-    return fd;
+    return rc;
+}
+
+static int open_found(int boxfd, const char *path, void *arg)
+{
+    (void)arg;
+    return openat(boxfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+static int md_open_msg(void *be, const char *address, const char *folder, const char *name)
+{
+    return with_msg(be, address, folder, name, open_found, NULL);
+}
+
+struct rename_to {
+    const char *name;
+    const char *flags;
+};
+
+static int rename_found(int boxfd, const char *path, void *arg)
+{
+    const struct rename_to *r = arg;
+    char to[PATH_MAX];
+    snprintf(to, sizeof(to), "cur/%s:2,%s", r->name, r->flags);
+    return strcmp(path, to) == 0 || renameat(boxfd, path, boxfd, to) == 0 ? 0 : -1;
 }
 
 static int md_set_flags(void *be, const char *address, const char *folder,
                         const char *name, const char *flags)
 {
-    char norm[FLAGS_MAX + 1], from[PATH_MAX], to[PATH_MAX];
+    char norm[FLAGS_MAX + 1];
     if (norm_flags(flags, norm) < 0)
         return -1;
-    int boxfd = open_box(be, address, folder);
-    if (boxfd < 0)
-        return -1;
-    int rc = -1;
-    for (int i = 0; i < MSG_RETRIES && rc < 0; i++) {
-        if (find_msg(boxfd, name, from, sizeof(from)) < 0)
-            break;
-        snprintf(to, sizeof(to), "cur/%s:2,%s", name, norm);
-        if (strcmp(from, to) == 0 || renameat(boxfd, from, boxfd, to) == 0)
-            rc = 0;
-        else if (errno != ENOENT)
-            break;
-    }
-    int saved = errno;
-    close(boxfd);
-    errno = saved;
-    return rc;
+    struct rename_to r = { name, norm };
+    return with_msg(be, address, folder, name, rename_found, &r);
+}
+
+static int unlink_found(int boxfd, const char *path, void *arg)
+{
+    (void)arg;
+    return unlinkat(boxfd, path, 0);
 }
 
 static int md_remove(void *be, const char *address, const char *folder, const char *name)
 {
-    int boxfd = open_box(be, address, folder);
-    if (boxfd < 0)
-        return -1;
-    char path[PATH_MAX];
-    int rc = -1;
-    for (int i = 0; i < MSG_RETRIES && rc < 0; i++) {
-        if (find_msg(boxfd, name, path, sizeof(path)) < 0)
-            break;
-        if (unlinkat(boxfd, path, 0) == 0)
-            rc = 0;
-        else if (errno != ENOENT)
-            break;
-    }
-    int saved = errno;
-    close(boxfd);
-    errno = saved;
-    return rc;
+    return with_msg(be, address, folder, name, unlink_found, NULL);
 }
 
 /* --- Folders -------------------------------------------------------------------- */
