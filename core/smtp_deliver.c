@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "mailnotify.h"
 #include "mailstore.h"
 #include "queue.h"
 #include "queue_runner.h"
@@ -331,8 +332,11 @@ static void delivery_work(void *arg)
             d->queue_id[0] = '\0';
             return;
         }
-        for (size_t i = 0; i < d->ntargets; i++)
+        for (size_t i = 0; i < d->ntargets; i++) {
             quota_charge(d->targets[i].address, size);
+            /* inotify sees it too, but not in a mailbox created just now */
+            mailnotify_changed(d->targets[i].address, d->targets[i].folder);
+        }
         /* The local copies are durable: the queued one may go. If the
          * release fails, the record stays held and the next start drops
          * it, so the sender must not get a 250 now. */
