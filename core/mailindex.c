@@ -7,11 +7,26 @@
  * without a row that was never indexed gets the next UID, flags are taken
  * from the file name.
  *
- * Crash safety of expunge: a row is deleted only after its file is gone, and
- * rows are never deleted while their file is present. So after a crash in
- * the middle of an expunge every file still present keeps its row (and its
- * UID); a row left behind for a removed file is dropped by the next sync.
- * A file therefore never gets a second UID under the same UIDVALIDITY.
+ * Crash safety of expunge and move: a row is deleted only after its file
+ * is gone (removed, or renamed into another folder and both directories
+ * fsynced), and rows are never deleted while their file is present. So
+ * after a crash in the middle of an expunge every file still present keeps
+ * its row (and its UID); a row left behind for a removed file is dropped by
+ * the next sync, and a moved file without its row shows up as new in its
+ * new folder. A file therefore never gets a second UID under the same
+ * UIDVALIDITY. Copies and appends are made durable before they are indexed.
+ *
+ * The dovecot-uidlist file in each folder directory repeats the UIDs (in
+ * Dovecot's format 3: "3 V<uidvalidity> N<uidnext>", then "<uid> :<base
+ * name>" per message), so that an index that is deleted or damaged is
+ * rebuilt with the same UIDVALIDITY and UIDs, and so that a Maildir
+ * migrated from Dovecot keeps its UIDs. It is only a recovery aid: lines
+ * are appended (one write per sync, append or copy, no fsync) before the
+ * transaction that assigns the UIDs commits, and the whole file is
+ * rewritten (temporary file and rename) when UIDVALIDITY changes or when
+ * it holds many more lines than the folder has messages. A file that is
+ * inconsistent (UIDs not ascending, a bad header) is ignored on import:
+ * the folder then gets a new UIDVALIDITY, which is always safe.
  *
  * Handles are shared per (mail store, address) in a process-wide table; a
  * per-handle mutex serializes every call on a handle, so one SQLite
@@ -41,6 +56,14 @@
 #define CHUNK         16384
 #define BUSY_TIMEOUT  5000                     /* ms; only `setup` could hold the lock */
 #define ASIDE_TRIES   100                      /* names tried for a corrupt file */
+#define KEYWORD_MAX   128                      /* octets in one IMAP keyword */
+#define KEYWORDS_MAX  4096                     /* octets in a message's keyword list */
+#define FOLDER_NAME_MAX 254                    /* ".<name>" is one directory name */
+#define SUBSCRIPTION_MAX 1024                  /* octets in a subscribed name */
+#define RESERVED_PREFIX "posthorn-del"         /* the store's trash names */
+#define UIDLIST_FILE  "dovecot-uidlist"
+#define UIDLIST_MAX   (256ULL * 1024 * 1024)   /* bigger files are not imported */
+#define UIDLIST_SLACK 64                       /* extra lines tolerated before a rewrite */
 
 /* Schema migrations: entry i brings the database from version i to i+1.
  * Append only; never edit a released entry. */
@@ -55,13 +78,27 @@ static const char *const migrations[] = {
     " size INTEGER NOT NULL, internaldate INTEGER NOT NULL, modseq INTEGER NOT NULL,"
     " envelope BLOB, bodystructure BLOB,"
     " PRIMARY KEY(folder_id, uid), UNIQUE(folder_id, name)) WITHOUT ROWID;",
+    /* 2: IMAP. Keywords per message ('' = none) and the BODY cache;
+     * recent_mark per folder (a folder first indexed now counts everything
+     * as recent, one indexed before does not); uidlist_lines counts the
+     * lines of the folder's dovecot-uidlist (0 = none written yet);
+     * subscriptions. */
+    "ALTER TABLE messages ADD COLUMN keywords TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE messages ADD COLUMN body BLOB;"
+    "ALTER TABLE folders ADD COLUMN recent_mark INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE folders ADD COLUMN uidlist_lines INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE folders SET recent_mark = uidnext;"
+    "CREATE TABLE subscriptions(name TEXT PRIMARY KEY) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
 enum stmt_id {
     ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
-    ST_FOLDER_GET, ST_FOLDER_ADD, ST_FOLDER_SET, ST_FOLDER_DEL,
-    ST_MSG_LIST, ST_MSG_GET, ST_MSG_ADD, ST_MSG_DEL, ST_MSG_FLAGS, ST_MSG_DEL_ALL,
+    ST_FOLDER_GET, ST_FOLDER_ADD, ST_FOLDER_SET, ST_FOLDER_DEL, ST_FOLDER_LIST,
+    ST_FOLDER_RENAME,
+    ST_MSG_LIST, ST_MSG_GET, ST_MSG_ADD, ST_MSG_DEL, ST_MSG_FLAGS, ST_MSG_FLAGS_KW,
+    ST_MSG_DEL_ALL, ST_MSG_CLONE, ST_CACHE_GET, ST_CACHE_PUT,
+    ST_SUB_ADD, ST_SUB_DEL, ST_SUB_LIST,
     ST_COUNT
 };
 
@@ -69,20 +106,37 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_FOLDER_GET] = "SELECT id, uidvalidity, uidnext, highestmodseq FROM folders WHERE name = ?1",
-    [ST_FOLDER_ADD] = "INSERT INTO folders(name, uidvalidity, uidnext, highestmodseq)"
-                      " VALUES (?1, ?2, ?3, ?4)",
-    [ST_FOLDER_SET] = "UPDATE folders SET uidvalidity = ?2, uidnext = ?3, highestmodseq = ?4"
-                      " WHERE id = ?1",
+    [ST_FOLDER_GET] = "SELECT id, uidvalidity, uidnext, highestmodseq, recent_mark, uidlist_lines"
+                      " FROM folders WHERE name = ?1",
+    [ST_FOLDER_ADD] = "INSERT INTO folders(name, uidvalidity, uidnext, highestmodseq, recent_mark,"
+                      " uidlist_lines) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_FOLDER_SET] = "UPDATE folders SET uidvalidity = ?2, uidnext = ?3, highestmodseq = ?4,"
+                      " recent_mark = ?5, uidlist_lines = ?6 WHERE id = ?1",
     [ST_FOLDER_DEL] = "DELETE FROM folders WHERE id = ?1",
-    [ST_MSG_LIST] = "SELECT uid, name, flags, size, internaldate, modseq FROM messages"
+    [ST_FOLDER_LIST] = "SELECT id, name FROM folders",
+    [ST_FOLDER_RENAME] = "UPDATE folders SET name = ?2 WHERE id = ?1",
+    [ST_MSG_LIST] = "SELECT uid, name, flags, size, internaldate, modseq, keywords FROM messages"
                     " WHERE folder_id = ?1 ORDER BY uid",
-    [ST_MSG_GET] = "SELECT name, flags FROM messages WHERE folder_id = ?1 AND uid = ?2",
-    [ST_MSG_ADD] = "INSERT INTO messages(folder_id, uid, name, flags, size, internaldate, modseq)"
-                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_MSG_GET] = "SELECT name, flags, keywords FROM messages WHERE folder_id = ?1 AND uid = ?2",
+    [ST_MSG_ADD] = "INSERT INTO messages(folder_id, uid, name, flags, size, internaldate, modseq,"
+                   " keywords) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_MSG_DEL] = "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2",
     [ST_MSG_FLAGS] = "UPDATE messages SET flags = ?3, modseq = ?4 WHERE folder_id = ?1 AND uid = ?2",
+    [ST_MSG_FLAGS_KW] = "UPDATE messages SET flags = ?3, modseq = ?4, keywords = ?5"
+                        " WHERE folder_id = ?1 AND uid = ?2",
     [ST_MSG_DEL_ALL] = "DELETE FROM messages WHERE folder_id = ?1",
+    /* A copy of a row under another folder, UID and file name. */
+    [ST_MSG_CLONE] = "INSERT INTO messages(folder_id, uid, name, flags, keywords, size,"
+                     " internaldate, modseq, envelope, bodystructure, body)"
+                     " SELECT ?1, ?2, ?3, flags, keywords, size, internaldate, ?4, envelope,"
+                     " bodystructure, body FROM messages WHERE folder_id = ?5 AND uid = ?6",
+    [ST_CACHE_GET] = "SELECT envelope, bodystructure, body FROM messages"
+                     " WHERE folder_id = ?1 AND uid = ?2",
+    [ST_CACHE_PUT] = "UPDATE messages SET envelope = ?3, bodystructure = ?4, body = ?5"
+                     " WHERE folder_id = ?1 AND uid = ?2",
+    [ST_SUB_ADD] = "INSERT OR IGNORE INTO subscriptions(name) VALUES (?1)",
+    [ST_SUB_DEL] = "DELETE FROM subscriptions WHERE name = ?1",
+    [ST_SUB_LIST] = "SELECT name FROM subscriptions ORDER BY name",
 };
 
 struct mailindex {
@@ -103,6 +157,8 @@ struct folder {
     uint32_t uidvalidity;
     uint64_t uidnext;           /* 64-bit so that exhaustion is detectable */
     uint64_t modseq;
+    uint64_t recent_mark;       /* UIDs >= it are \Recent for the next claimer */
+    uint64_t uidlist_lines;     /* lines in its dovecot-uidlist, 0 = none known */
     bool dirty;
 };
 
@@ -126,6 +182,16 @@ static uint32_t new_uidvalidity(void)
     uv_last = v;
     pthread_mutex_unlock(&uv_mu);
     return v;
+}
+
+/* A UIDVALIDITY taken from a dovecot-uidlist: later new values stay above
+ * it, as long as it is not in the future. */
+static void uv_note(uint32_t v)
+{
+    pthread_mutex_lock(&uv_mu);
+    if (v > uv_last && v <= (uint32_t)time(NULL))
+        uv_last = v;
+    pthread_mutex_unlock(&uv_mu);
 }
 
 /* "" for INBOX (the index's key), the name otherwise. */
@@ -161,6 +227,87 @@ static int norm_flags(const char *in, char out[FLAGS_MAX + 1], bool strict)
             out[n++] = (char)c;
     out[n] = '\0';
     return 0;
+}
+
+/* IMAP's atom characters minus the ones a flag keyword cannot hold. */
+static bool keyword_char(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\]", c);
+}
+
+/* Validates space-separated IMAP keywords and joins them with single
+ * spaces, without duplicates (compared case-insensitively, the first
+ * spelling kept) into *out (malloc'ed; "" for none). EINVAL for a bad
+ * keyword or too many. */
+static int norm_keywords(const char *in, char **out)
+{
+    const char *p = in ? in : "";
+    size_t inlen = strlen(p);
+    *out = NULL;
+    if (inlen > KEYWORDS_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    char *o = malloc(inlen + 1);
+    if (!o) {
+        errno = ENOMEM;
+        return -1;
+    }
+    size_t n = 0;
+    while (*p) {
+        if (*p == ' ') {
+            p++;
+            continue;
+        }
+        size_t len = 0;
+        while (p[len] && p[len] != ' ')
+            len++;
+        bool ok = len <= KEYWORD_MAX;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = keyword_char((unsigned char)p[i]);
+        if (!ok) {
+            free(o);
+            errno = EINVAL;
+            return -1;
+        }
+        bool dup = false;
+        for (size_t i = 0; i < n && !dup; ) {      /* o is not terminated yet */
+            size_t wl = 0;
+            while (i + wl < n && o[i + wl] != ' ')
+                wl++;
+            dup = wl == len && strncasecmp(o + i, p, len) == 0;
+            i += wl + 1;
+        }
+        if (!dup) {
+            if (n > 0)
+                o[n++] = ' ';
+            memcpy(o + n, p, len);
+            n += len;
+        }
+        p += len;
+    }
+    o[n] = '\0';
+    *out = o;
+    return 0;
+}
+
+/* A folder name the store can hold and IMAP may create: '.'-separated
+ * components, none empty, no '/', no control characters, not the store's
+ * reserved trash prefix, short enough to be one directory name. */
+static int check_folder_name(const char *name, char *err, size_t errlen)
+{
+    size_t len = name ? strlen(name) : 0;
+    bool ok = len > 0 && len <= FOLDER_NAME_MAX && name[0] != '.' && name[len - 1] != '.'
+              && strncasecmp(name, RESERVED_PREFIX, sizeof RESERVED_PREFIX - 1) != 0;
+    for (size_t i = 0; ok && i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        ok = c >= 0x20 && c != 0x7f && c != '/' && !(c == '.' && name[i + 1] == '.');
+    }
+    if (ok)
+        return 0;
+    set_err(err, errlen, "invalid folder name");
+    errno = EINVAL;
+    return -1;
 }
 
 /* --- SQLite helpers ---------------------------------------------------------- */
@@ -357,7 +504,7 @@ static int set_aside(struct mailindex *ix, const char *why)
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", ix->path);
     unlink(side);
-    log_warn("mailindex: %s is damaged (%s); moved to %s, rebuilding with new UIDVALIDITY",
+    log_warn("mailindex: %s is damaged (%s); moved to %s, rebuilding from the Maildir",
              ix->path, why, aside);
     return 0;
 }
@@ -492,7 +639,8 @@ void mailindex_close(struct mailindex *ix)
 /* --- Folder rows ----------------------------------------------------------------- */
 
 /* Loads the folder row; when missing and create, adds it with a fresh
- * UIDVALIDITY. Returns 1 found/created, 0 missing, -1 error. */
+ * UIDVALIDITY (everything recent). Returns 1 found, 2 created, 0 missing,
+ * -1 error. */
 static int folder_get(struct mailindex *ix, const char *key, bool create, struct folder *f,
                       char *err, size_t errlen)
 {
@@ -504,6 +652,8 @@ static int folder_get(struct mailindex *ix, const char *key, bool create, struct
         f->uidvalidity = (uint32_t)sqlite3_column_int64(s, 1);
         f->uidnext = (uint64_t)sqlite3_column_int64(s, 2);
         f->modseq = (uint64_t)sqlite3_column_int64(s, 3);
+        f->recent_mark = (uint64_t)sqlite3_column_int64(s, 4);
+        f->uidlist_lines = (uint64_t)sqlite3_column_int64(s, 5);
         f->dirty = false;
         sqlite3_reset(s);
         return 1;
@@ -516,16 +666,20 @@ static int folder_get(struct mailindex *ix, const char *key, bool create, struct
     f->uidvalidity = new_uidvalidity();
     f->uidnext = 1;
     f->modseq = 1;
+    f->recent_mark = 1;
+    f->uidlist_lines = 0;
     f->dirty = false;
     s = stmt(ix, ST_FOLDER_ADD);
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, f->uidvalidity);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)f->uidnext);
     sqlite3_bind_int64(s, 4, (sqlite3_int64)f->modseq);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)f->recent_mark);
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)f->uidlist_lines);
     if (run(ix, s, "folder insert", err, errlen) < 0)
         return -1;
     f->id = sqlite3_last_insert_rowid(ix->db);
-    return 1;
+    return 2;
 }
 
 static int folder_save(struct mailindex *ix, const struct folder *f, char *err, size_t errlen)
@@ -537,6 +691,8 @@ static int folder_save(struct mailindex *ix, const struct folder *f, char *err, 
     sqlite3_bind_int64(s, 2, f->uidvalidity);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)f->uidnext);
     sqlite3_bind_int64(s, 4, (sqlite3_int64)f->modseq);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)f->recent_mark);
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)f->uidlist_lines);
     return run(ix, s, "folder update", err, errlen);
 }
 
@@ -546,26 +702,35 @@ static uint64_t next_modseq(struct folder *f)
     return ++f->modseq;
 }
 
-/* The folder vanished from the Maildir: forget it, so that a folder created
- * again under that name starts over with a new UIDVALIDITY. */
-static void folder_forget(struct mailindex *ix, const char *key)
+/* Deletes a folder row with its messages (inside a transaction). */
+static int folder_drop_id(struct mailindex *ix, sqlite3_int64 id, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = stmt(ix, ST_MSG_DEL_ALL);
+    sqlite3_bind_int64(s, 1, id);
+    if (run(ix, s, "folder drop", err, errlen) < 0)
+        return -1;
+    s = stmt(ix, ST_FOLDER_DEL);
+    sqlite3_bind_int64(s, 1, id);
+    return run(ix, s, "folder drop", err, errlen);
+}
+
+/* Forgets a folder that is gone from the Maildir (deleted, or renamed
+ * behind our back), so that a folder created again under that name starts
+ * over with a new UIDVALIDITY. Its own transaction. */
+static int folder_forget(struct mailindex *ix, const char *key, char *err, size_t errlen)
 {
     struct folder f;
-    char err[256];
-    if (begin(ix, err, sizeof err) < 0)
-        return;
-    if (folder_get(ix, key, false, &f, err, sizeof err) == 1) {
-        sqlite3_stmt *s = stmt(ix, ST_MSG_DEL_ALL);
-        sqlite3_bind_int64(s, 1, f.id);
-        if (run(ix, s, "forget folder", err, sizeof err) == 0) {
-            s = stmt(ix, ST_FOLDER_DEL);
-            sqlite3_bind_int64(s, 1, f.id);
-            if (run(ix, s, "forget folder", err, sizeof err) == 0
-                && commit(ix, err, sizeof err) == 0)
-                return;
-        }
-    }
-    rollback(ix);
+    if (begin(ix, err, errlen) < 0)
+        return -1;
+    int found = folder_get(ix, key, false, &f, err, errlen);
+    int rc = found < 0 ? -1 : 0;
+    if (found == 1)
+        rc = folder_drop_id(ix, f.id, err, errlen);
+    if (rc == 0)
+        rc = commit(ix, err, errlen);
+    if (rc < 0)
+        rollback(ix);
+    return rc;
 }
 
 /* --- Message rows -------------------------------------------------------------- */
@@ -575,12 +740,18 @@ struct rows {
     size_t n, cap;
 };
 
+static void msg_clear(struct mailindex_msg *m)
+{
+    free(m->name);
+    free(m->flags);
+    free(m->keywords);
+    m->name = m->flags = m->keywords = NULL;
+}
+
 static void rows_free(struct rows *r)
 {
-    for (size_t i = 0; i < r->n; i++) {
-        free(r->m[i].name);
-        free(r->m[i].flags);
-    }
+    for (size_t i = 0; i < r->n; i++)
+        msg_clear(&r->m[i]);
     free(r->m);
     r->m = NULL;
     r->n = r->cap = 0;
@@ -610,8 +781,15 @@ static int load_rows(struct mailindex *ix, sqlite3_int64 folder_id, struct rows 
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(s, 1);
         const char *flags = (const char *)sqlite3_column_text(s, 2);
+        const char *kw = (const char *)sqlite3_column_text(s, 6);
         struct mailindex_msg *m = rows_push(r);
-        if (!m || !name || !flags || !(m->name = strdup(name)) || !(m->flags = strdup(flags))) {
+        if (m && name && flags && kw && (m->name = strdup(name)) && (m->flags = strdup(flags)))
+            m->keywords = strdup(kw);
+        if (!m || !m->keywords) {
+            if (m) {
+                msg_clear(m);
+                r->n--;     /* keep only complete rows */
+            }
             sqlite3_reset(s);
             set_err(err, errlen, "%s: out of memory loading the index", ix->path);
             errno = ENOMEM;
@@ -626,10 +804,11 @@ static int load_rows(struct mailindex *ix, sqlite3_int64 folder_id, struct rows 
     return rc == SQLITE_DONE ? 0 : db_fail(ix, "message list", err, errlen);
 }
 
-/* Looks up the file name of a UID. Returns 1 found (*name malloc'ed), 0
- * missing, -1 error. */
+/* Looks up the file name of a UID, and optionally its flags (into a
+ * FLAGS_MAX + 1 buffer) and keywords (malloc'ed). Returns 1 found (*name
+ * malloc'ed), 0 missing, -1 error. */
 static int msg_name(struct mailindex *ix, sqlite3_int64 folder_id, uint32_t uid, char **name,
-                    char *flags, char *err, size_t errlen)
+                    char *flags, char **keywords, char *err, size_t errlen)
 {
     sqlite3_stmt *s = stmt(ix, ST_MSG_GET);
     sqlite3_bind_int64(s, 1, folder_id);
@@ -641,16 +820,63 @@ static int msg_name(struct mailindex *ix, sqlite3_int64 folder_id, uint32_t uid,
     }
     const char *n = (const char *)sqlite3_column_text(s, 0);
     const char *f = (const char *)sqlite3_column_text(s, 1);
+    const char *k = (const char *)sqlite3_column_text(s, 2);
     if (flags)
         snprintf(flags, FLAGS_MAX + 1, "%s", f ? f : "");
     *name = n ? strdup(n) : NULL;
+    bool ok = *name != NULL;
+    if (keywords) {
+        *keywords = strdup(k ? k : "");
+        ok = ok && *keywords;
+    }
     sqlite3_reset(s);
-    if (!*name) {
+    if (!ok) {
+        free(*name);
+        *name = NULL;
+        if (keywords) {
+            free(*keywords);
+            *keywords = NULL;
+        }
         set_err(err, errlen, "%s: out of memory", ix->path);
         errno = ENOMEM;
         return -1;
     }
     return 1;
+}
+
+static int msg_insert(struct mailindex *ix, sqlite3_int64 folder_id, const struct mailindex_msg *m,
+                      char *err, size_t errlen)
+{
+    sqlite3_stmt *s = stmt(ix, ST_MSG_ADD);
+    sqlite3_bind_int64(s, 1, folder_id);
+    sqlite3_bind_int64(s, 2, m->uid);
+    sqlite3_bind_text(s, 3, m->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, m->flags, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)m->size);
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)m->internaldate);
+    sqlite3_bind_int64(s, 7, (sqlite3_int64)m->modseq);
+    sqlite3_bind_text(s, 8, m->keywords ? m->keywords : "", -1, SQLITE_STATIC);
+    return run(ix, s, "message insert", err, errlen);
+}
+
+/* Copies row (src, uid) to (dst, new_uid) under the file name `name`. */
+static int msg_clone(struct mailindex *ix, sqlite3_int64 src, uint32_t uid, sqlite3_int64 dst,
+                     uint32_t new_uid, const char *name, uint64_t modseq, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = stmt(ix, ST_MSG_CLONE);
+    sqlite3_bind_int64(s, 1, dst);
+    sqlite3_bind_int64(s, 2, new_uid);
+    sqlite3_bind_text(s, 3, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)modseq);
+    sqlite3_bind_int64(s, 5, src);
+    sqlite3_bind_int64(s, 6, uid);
+    if (run(ix, s, "message copy", err, errlen) < 0)
+        return -1;
+    if (sqlite3_changes(ix->db) == 1)
+        return 0;
+    set_err(err, errlen, "%s: message %u vanished while copied", ix->path, (unsigned)uid);
+    errno = ENOENT;
+    return -1;
 }
 
 static int msg_delete(struct mailindex *ix, sqlite3_int64 folder_id, uint32_t uid,
@@ -662,14 +888,18 @@ static int msg_delete(struct mailindex *ix, sqlite3_int64 folder_id, uint32_t ui
     return run(ix, s, "message delete", err, errlen);
 }
 
+/* Sets flags and, unless NULL, keywords. */
 static int msg_set_flags(struct mailindex *ix, sqlite3_int64 folder_id, uint32_t uid,
-                         const char *flags, uint64_t modseq, char *err, size_t errlen)
+                         const char *flags, const char *keywords, uint64_t modseq,
+                         char *err, size_t errlen)
 {
-    sqlite3_stmt *s = stmt(ix, ST_MSG_FLAGS);
+    sqlite3_stmt *s = stmt(ix, keywords ? ST_MSG_FLAGS_KW : ST_MSG_FLAGS);
     sqlite3_bind_int64(s, 1, folder_id);
     sqlite3_bind_int64(s, 2, uid);
     sqlite3_bind_text(s, 3, flags, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 4, (sqlite3_int64)modseq);
+    if (keywords)
+        sqlite3_bind_text(s, 5, keywords, -1, SQLITE_STATIC);
     return run(ix, s, "flags update", err, errlen);
 }
 
@@ -730,6 +960,322 @@ static int crlf_size(struct mailindex *ix, const char *folder, const char *name,
     return 0;
 }
 
+/* --- dovecot-uidlist ----------------------------------------------------------------- */
+
+/* Rewrites the folder's uidlist: the header, then the live rows m[0..n)
+ * (ascending UIDs). A failure is only logged (the file is a recovery aid);
+ * uidlist_lines is then 0, so that the next change tries again. */
+static void uidlist_rewrite(struct mailindex *ix, const char *key, struct folder *f,
+                            const struct mailindex_msg *m, size_t n)
+{
+    struct buf b = BUF_INIT;
+    uint64_t lines = 1;
+    int rc = buf_printf(&b, "3 V%u N%llu\n", (unsigned)f->uidvalidity,
+                        (unsigned long long)f->uidnext);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (!m[i].name)
+            continue;
+        rc = buf_printf(&b, "%u :%s\n", (unsigned)m[i].uid, m[i].name);
+        lines++;
+    }
+    if (rc < 0)
+        errno = ENOMEM;
+    else
+        rc = mailstore_meta_write(ix->ms, ix->address, store_folder(key), UIDLIST_FILE,
+                                  b.data, b.len, false);
+    if (rc < 0 && errno != ENOENT)  /* ENOENT: an INBOX not created yet */
+        log_warn("mailindex: %s: cannot write the %s of %s: %s", ix->path, UIDLIST_FILE,
+                 *key ? key : "INBOX", strerror(errno));
+    uint64_t now = rc == 0 ? lines : 0;
+    if (now != f->uidlist_lines) {
+        f->uidlist_lines = now;
+        f->dirty = true;
+    }
+    buf_free(&b);
+}
+
+/* Rewrites it from the rows in the database (inside the transaction, so
+ * rows just inserted are included). */
+static void uidlist_rewrite_db(struct mailindex *ix, const char *key, struct folder *f)
+{
+    struct rows r = { NULL, 0, 0 };
+    if (load_rows(ix, f->id, &r, NULL, 0) == 0) {
+        uidlist_rewrite(ix, key, f, r.m, r.n);
+    } else if (f->uidlist_lines != 0) {
+        f->uidlist_lines = 0;
+        f->dirty = true;
+    }
+    rows_free(&r);
+}
+
+/* Records newly assigned UIDs m[0..n): one appended write, or a rewrite
+ * when no file is known. */
+static void uidlist_add(struct mailindex *ix, const char *key, struct folder *f,
+                        const struct mailindex_msg *m, size_t n)
+{
+    if (n == 0)
+        return;
+    if (f->uidlist_lines == 0) {
+        uidlist_rewrite_db(ix, key, f);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    int rc = 0;
+    size_t lines = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (!m[i].name)
+            continue;
+        rc = buf_printf(&b, "%u :%s\n", (unsigned)m[i].uid, m[i].name);
+        lines++;
+    }
+    if (rc < 0)
+        errno = ENOMEM;
+    else if (lines > 0)
+        rc = mailstore_meta_write(ix->ms, ix->address, store_folder(key), UIDLIST_FILE,
+                                  b.data, b.len, true);
+    buf_free(&b);
+    if (rc < 0 && errno == ENOENT) {
+        uidlist_rewrite_db(ix, key, f);     /* removed behind our back */
+        return;
+    }
+    if (rc < 0)
+        log_warn("mailindex: %s: cannot append to the %s of %s: %s", ix->path, UIDLIST_FILE,
+                 *key ? key : "INBOX", strerror(errno));
+    f->uidlist_lines = rc < 0 ? 0 : f->uidlist_lines + lines;
+    f->dirty = true;
+}
+
+/* After a sync: a rewrite when forced (a new or renumbered folder), when
+ * none is known, or when expunged messages left too many stale lines;
+ * otherwise the new rows r->m[before..n) are appended. */
+static void uidlist_update(struct mailindex *ix, const char *key, struct folder *f,
+                           const struct rows *r, size_t before, bool force)
+{
+    uint64_t live = 0;
+    for (size_t i = 0; i < r->n; i++)
+        live += r->m[i].name != NULL;
+    if (force || f->uidlist_lines == 0 || f->uidlist_lines > 2 * (live + 1) + UIDLIST_SLACK)
+        uidlist_rewrite(ix, key, f, r->m, r->n);
+    else if (r->n > before)
+        uidlist_add(ix, key, f, r->m + before, r->n - before);
+}
+
+/* The UIDs a uidlist gives to base names, sorted by name. */
+struct uidmap_ent {
+    const char *name;           /* points into data */
+    uint32_t uid;
+};
+
+struct uidmap {
+    char *data;
+    struct uidmap_ent *e;
+    size_t n, cap;
+};
+
+static void uidmap_free(struct uidmap *m)
+{
+    free(m->data);
+    free(m->e);
+    memset(m, 0, sizeof *m);
+}
+
+/* Decimal digits (at most 10) into *out; advances *p. */
+static bool take_u64(const char **p, uint64_t *out)
+{
+    uint64_t v = 0;
+    int n = 0;
+    for (; (*p)[n] >= '0' && (*p)[n] <= '9'; n++) {
+        if (n >= 10)
+            return false;
+        v = v * 10 + (uint64_t)((*p)[n] - '0');
+    }
+    if (n == 0)
+        return false;
+    *p += n;
+    *out = v;
+    return true;
+}
+
+/* "3 V<uidvalidity> N<uidnext> [other fields]" or version 1's
+ * "1 <uidvalidity> <uidnext>". Returns the version, or 0 when bad. */
+static int parse_uidlist_header(const char *line, uint64_t *uv, uint64_t *next)
+{
+    const char *p = line;
+    *uv = 0;
+    *next = 1;
+    if (strncmp(p, "1 ", 2) == 0) {
+        p += 2;
+        if (!take_u64(&p, uv) || *p++ != ' ' || !take_u64(&p, next) || *p != '\0')
+            return 0;
+    } else if (strncmp(p, "3", 1) == 0 && (p[1] == ' ' || p[1] == '\0')) {
+        for (p++; *p; ) {
+            if (*p == ' ') {
+                p++;
+                continue;
+            }
+            char k = *p++;
+            if ((k == 'V' && !take_u64(&p, uv)) || (k == 'N' && !take_u64(&p, next)))
+                return 0;
+            p += strcspn(p, " ");
+        }
+    } else {
+        return 0;
+    }
+    if (*uv == 0 || *uv > UINT32_MAX || *next == 0)
+        return 0;
+    return line[0] - '0';
+}
+
+/* "<uid> [<key><value> ...] :<name>" (version 3) or "<uid> <name>"
+ * (version 1); the name is cut before any ':' info. Modifies line. */
+static bool parse_uidlist_entry(char *line, int version, uint64_t *uid, const char **name)
+{
+    const char *p = line;
+    if (!take_u64(&p, uid) || *uid == 0 || *uid > UINT32_MAX || *p != ' ')
+        return false;
+    if (version == 1) {
+        p++;
+    } else {
+        for (;;) {
+            while (*p == ' ')
+                p++;
+            if (*p == ':' || *p == '\0')
+                break;
+            p += strcspn(p, " ");
+        }
+        if (*p++ != ':')
+            return false;
+    }
+    char *n = line + (p - line);
+    n[strcspn(n, ":")] = '\0';
+    *name = n;
+    return *n != '\0' && !strchr(n, '/');
+}
+
+static int cmp_uidmap(const void *a, const void *b)
+{
+    const struct uidmap_ent *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+static int uidmap_push(struct uidmap *m, const char *name, uint32_t uid)
+{
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 256;
+        struct uidmap_ent *e = realloc(m->e, cap * sizeof *e);
+        if (!e)
+            return -1;
+        m->e = e;
+        m->cap = cap;
+    }
+    m->e[m->n].name = name;
+    m->e[m->n++].uid = uid;
+    return 0;
+}
+
+/* Parses a whole uidlist. UIDs must ascend (as Dovecot requires); a last
+ * line cut short by a crash only counts for UIDNEXT. Returns false when
+ * the file cannot be trusted. */
+static bool parse_uidlist(char *data, size_t len, struct uidmap *m, uint64_t *uv,
+                          uint64_t *next)
+{
+    char *line = data, *end = data + len;
+    char *nl = memchr(line, '\n', len);
+    if (!nl)
+        return false;
+    *nl = '\0';
+    int version = parse_uidlist_header(line, uv, next);
+    if (version == 0)
+        return false;
+    uint64_t last = 0;
+    for (line = nl + 1; line < end; line = nl + 1) {
+        nl = memchr(line, '\n', (size_t)(end - line));
+        bool complete = nl != NULL;
+        if (!nl)
+            nl = end;
+        *nl = '\0';
+        uint64_t uid;
+        const char *name;
+        if (*line == '\0')
+            continue;
+        if (!parse_uidlist_entry(line, version, &uid, &name)) {
+            const char *p = line;
+            if (complete)
+                return false;
+            if (take_u64(&p, &uid) && uid > last && uid <= UINT32_MAX)
+                last = uid;
+            break;
+        }
+        if (uid <= last || uidmap_push(m, name, (uint32_t)uid) < 0)
+            return false;
+        last = uid;
+    }
+    if (*next <= last)
+        *next = last + 1;
+    if (*next > UINT32_MAX)
+        return false;
+    /* A name listed twice (moved away and back): its latest UID counts. */
+    qsort(m->e, m->n, sizeof *m->e, cmp_uidmap);
+    size_t out = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        if (out > 0 && strcmp(m->e[out - 1].name, m->e[i].name) == 0)
+            out--;
+        m->e[out++] = m->e[i];
+    }
+    m->n = out;
+    return true;
+}
+
+/* For a folder the index has just added: takes UIDVALIDITY, UIDNEXT and
+ * the UIDs of named files from its dovecot-uidlist when there is one (an
+ * index rebuilt, or a Maildir from Dovecot). Messages there count as
+ * seen by an earlier session (not recent). Returns true when imported. */
+static bool uidlist_import(struct mailindex *ix, const char *key, struct folder *f,
+                           struct uidmap *m)
+{
+    size_t len;
+    uint64_t uv, next;
+    if (mailstore_meta_read(ix->ms, ix->address, store_folder(key), UIDLIST_FILE, &m->data,
+                            &len, UIDLIST_MAX) < 0) {
+        if (errno != ENOENT)
+            log_warn("mailindex: %s: cannot read the %s of %s: %s", ix->path, UIDLIST_FILE,
+                     *key ? key : "INBOX", strerror(errno));
+        return false;
+    }
+    if (!parse_uidlist(m->data, len, m, &uv, &next)) {
+        log_warn("mailindex: %s: ignoring the damaged %s of %s; new UIDVALIDITY", ix->path,
+                 UIDLIST_FILE, *key ? key : "INBOX");
+        uidmap_free(m);
+        return false;
+    }
+    f->uidvalidity = (uint32_t)uv;
+    f->uidnext = next;
+    f->recent_mark = next;
+    f->dirty = true;
+    uv_note((uint32_t)uv);
+    log_info("mailindex: %s: %s: UIDVALIDITY %u and %zu UIDs taken from its %s", ix->path,
+             *key ? key : "INBOX", (unsigned)uv, m->n, UIDLIST_FILE);
+    return true;
+}
+
+/* The UID a uidlist gave to a base name, or 0. */
+static uint32_t uidmap_find(const struct uidmap *m, const char *name)
+{
+    size_t lo = 0, hi = m->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(m->e[mid].name, name);
+        if (c == 0)
+            return m->e[mid].uid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
 /* --- Sync --------------------------------------------------------------------------- */
 
 static int cmp_row_name(const void *a, const void *b)
@@ -742,7 +1288,14 @@ static int cmp_file_name(const void *a, const void *b)
     return strcmp((*(struct mailstore_msg *const *)a)->name, (*(struct mailstore_msg *const *)b)->name);
 }
 
-/* Applies one matched pair: the file's flags win. */
+static int cmp_row_uid(const void *a, const void *b)
+{
+    uint32_t x = ((const struct mailindex_msg *)a)->uid, y = ((const struct mailindex_msg *)b)->uid;
+    return x < y ? -1 : x > y;
+}
+
+/* Applies one matched pair: the file's flags win; keywords (which the
+ * file name does not hold) stay. */
 static int reconcile_flags(struct mailindex *ix, struct folder *f, struct mailindex_msg *row,
                            const struct mailstore_msg *file, char *err, size_t errlen)
 {
@@ -757,7 +1310,7 @@ static int reconcile_flags(struct mailindex *ix, struct folder *f, struct mailin
         return -1;
     }
     uint64_t modseq = next_modseq(f);
-    if (msg_set_flags(ix, f->id, row->uid, norm, modseq, err, errlen) < 0) {
+    if (msg_set_flags(ix, f->id, row->uid, norm, NULL, modseq, err, errlen) < 0) {
         free(copy);
         return -1;
     }
@@ -773,9 +1326,7 @@ static int drop_row(struct mailindex *ix, struct folder *f, struct mailindex_msg
     if (msg_delete(ix, f->id, row->uid, err, errlen) < 0)
         return -1;
     next_modseq(f);
-    free(row->name);
-    free(row->flags);
-    row->name = row->flags = NULL;
+    msg_clear(row);
     return 0;
 }
 
@@ -833,12 +1384,13 @@ static int renumber(struct mailindex *ix, struct folder *f, struct rows *r, bool
         isnew[i] = true;
     f->uidvalidity = new_uidvalidity();
     f->uidnext = 1;
+    f->recent_mark = 1;
     f->dirty = true;
     return 0;
 }
 
 static int add_file(struct mailindex *ix, struct folder *f, const char *key, struct rows *r,
-                    const struct mailstore_msg *file, char *err, size_t errlen)
+                    const struct mailstore_msg *file, uint32_t uid, char *err, size_t errlen)
 {
     uint64_t size;
     if (crlf_size(ix, store_folder(key), file->name, &size) < 0) {
@@ -851,43 +1403,53 @@ static int add_file(struct mailindex *ix, struct folder *f, const char *key, str
     char norm[FLAGS_MAX + 1];
     norm_flags(file->flags, norm, false);
     struct mailindex_msg *m = rows_push(r);
-    if (!m || !(m->name = strdup(file->name)) || !(m->flags = strdup(norm))) {
+    if (m && (m->name = strdup(file->name)) && (m->flags = strdup(norm)))
+        m->keywords = strdup("");
+    if (!m || !m->keywords) {
         if (m) {
-            free(m->name);
+            msg_clear(m);
             r->n--;     /* keep only complete rows */
         }
         set_err(err, errlen, "out of memory");
         errno = ENOMEM;
         return -1;
     }
-    m->uid = (uint32_t)f->uidnext++;
+    if (uid == 0)
+        uid = (uint32_t)f->uidnext++;
+    m->uid = uid;
     m->size = size;
     m->internaldate = file->mtime;
     m->modseq = next_modseq(f);
-    sqlite3_stmt *s = stmt(ix, ST_MSG_ADD);
-    sqlite3_bind_int64(s, 1, f->id);
-    sqlite3_bind_int64(s, 2, m->uid);
-    sqlite3_bind_text(s, 3, m->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, m->flags, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 5, (sqlite3_int64)m->size);
-    sqlite3_bind_int64(s, 6, (sqlite3_int64)m->internaldate);
-    sqlite3_bind_int64(s, 7, (sqlite3_int64)m->modseq);
-    return run(ix, s, "message insert", err, errlen);
+    return msg_insert(ix, f->id, m, err, errlen);
 }
 
-/* New files get UIDs in the listing's order: arrival (mtime, then name). */
+/* New files get UIDs in the listing's order: arrival (mtime, then name);
+ * those a dovecot-uidlist named (map) get its UIDs first. */
 static int add_new(struct mailindex *ix, struct folder *f, const char *key, struct rows *r,
-                   const struct mailstore_msglist *files, bool *isnew, char *err, size_t errlen)
+                   const struct mailstore_msglist *files, bool *isnew, const struct uidmap *map,
+                   char *err, size_t errlen)
 {
     size_t nnew = 0;
     for (size_t i = 0; i < files->n; i++)
         nnew += isnew[i];
-    if (nnew > 0 && f->uidnext + nnew > UINT32_MAX
-        && renumber(ix, f, r, isnew, files->n, err, errlen) < 0)
-        return -1;
-    for (size_t i = 0; i < files->n; i++)
-        if (isnew[i] && add_file(ix, f, key, r, &files->msgs[i], err, errlen) < 0)
+    if (nnew > 0 && f->uidnext + nnew > UINT32_MAX) {
+        if (renumber(ix, f, r, isnew, files->n, err, errlen) < 0)
             return -1;
+        map = NULL;
+    }
+    for (size_t i = 0; map && map->n > 0 && i < files->n; i++) {
+        uint32_t uid = isnew[i] ? uidmap_find(map, files->msgs[i].name) : 0;
+        if (uid == 0)
+            continue;
+        if (add_file(ix, f, key, r, &files->msgs[i], uid, err, errlen) < 0)
+            return -1;
+        isnew[i] = false;
+    }
+    for (size_t i = 0; i < files->n; i++)
+        if (isnew[i] && add_file(ix, f, key, r, &files->msgs[i], 0, err, errlen) < 0)
+            return -1;
+    if (map && map->n > 0)
+        qsort(r->m, r->n, sizeof *r->m, cmp_row_uid);
     return 0;
 }
 
@@ -901,6 +1463,7 @@ static void fill_view(const struct folder *f, struct rows *r, struct mailindex_v
     out->uidvalidity = f->uidvalidity;
     out->uidnext = (uint32_t)f->uidnext;
     out->highestmodseq = f->modseq;
+    out->recent_mark = (uint32_t)f->recent_mark;
     out->msgs = r->m;
     out->n = n;
     r->m = NULL;
@@ -910,23 +1473,30 @@ static void fill_view(const struct folder *f, struct rows *r, struct mailindex_v
 static int sync_once(struct mailindex *ix, const char *key, const struct mailstore_msglist *files,
                      struct mailindex_view *out, char *err, size_t errlen)
 {
-    struct folder f;
+    struct folder f = { .id = 0 };
     struct rows r = { NULL, 0, 0 };
+    struct uidmap map = { NULL, NULL, 0, 0 };
     bool *isnew = calloc(files->n ? files->n : 1, sizeof *isnew);
     if (!isnew) {
         set_err(err, errlen, "out of memory");
         errno = ENOMEM;
         return -1;
     }
-    int rc = begin(ix, err, errlen);
-    if (rc == 0)
-        rc = folder_get(ix, key, true, &f, err, errlen) < 0 ? -1 : 0;
+    int rc = begin(ix, err, errlen), got = 0;
+    if (rc == 0 && (got = folder_get(ix, key, true, &f, err, errlen)) < 0)
+        rc = -1;
+    if (rc == 0 && got == 2)
+        uidlist_import(ix, key, &f, &map);
+    uint32_t uv = f.uidvalidity;
     if (rc == 0)
         rc = load_rows(ix, f.id, &r, err, errlen);
     if (rc == 0)
         rc = reconcile(ix, &f, &r, files, isnew, err, errlen);
+    size_t before = r.n;
     if (rc == 0)
-        rc = add_new(ix, &f, key, &r, files, isnew, err, errlen);
+        rc = add_new(ix, &f, key, &r, files, isnew, &map, err, errlen);
+    if (rc == 0)
+        uidlist_update(ix, key, &f, &r, before, got == 2 || f.uidvalidity != uv);
     if (rc == 0)
         rc = folder_save(ix, &f, err, errlen);
     if (rc == 0)
@@ -939,6 +1509,7 @@ static int sync_once(struct mailindex *ix, const char *key, const struct mailsto
         errno = saved;
     }
     rows_free(&r);
+    uidmap_free(&map);
     free(isnew);
     return rc;
 }
@@ -952,21 +1523,20 @@ void mailindex_view_free(struct mailindex_view *v)
     memset(v, 0, sizeof *v);
 }
 
-int mailindex_sync(struct mailindex *ix, const char *folder, struct mailindex_view *out,
-                   char *err, size_t errlen)
+/* mailindex_sync with the handle locked. */
+static int sync_locked(struct mailindex *ix, const char *key, struct mailindex_view *out,
+                       char *err, size_t errlen)
 {
-    memset(out, 0, sizeof *out);
-    const char *key = folder_key(folder);
     struct mailstore_msglist files = { NULL, 0 };
-    pthread_mutex_lock(&ix->mu);
-    int rc = recover(ix, err, errlen);
-    if (rc == 0 && mailstore_list(ix->ms, ix->address, store_folder(key), &files) < 0) {
+    int rc = 0;
+    memset(out, 0, sizeof *out);
+    if (mailstore_list(ix->ms, ix->address, store_folder(key), &files) < 0) {
         int saved = errno;
         if (saved != ENOENT || *key) {
             set_err(err, errlen, "cannot list %s folder %s: %s", ix->address,
                     *key ? key : "INBOX", strerror(saved));
             if (saved == ENOENT)
-                folder_forget(ix, key);
+                folder_forget(ix, key, NULL, 0);
             rc = -1;
         }
         errno = saved;      /* INBOX not created yet: an empty listing */
@@ -978,21 +1548,56 @@ int mailindex_sync(struct mailindex *ix, const char *folder, struct mailindex_vi
             rc = sync_once(ix, key, &files, out, err, errlen);
     }
     int saved = errno;
-    pthread_mutex_unlock(&ix->mu);
     mailstore_msglist_free(&files);
     errno = saved;
     return rc;
+}
+
+int mailindex_sync(struct mailindex *ix, const char *folder, struct mailindex_view *out,
+                   char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0)
+        rc = sync_locked(ix, folder_key(folder), out, err, errlen);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+/* Loads a folder's row; a folder the index has not seen yet is synced
+ * first, so that its files and its dovecot-uidlist are taken in before
+ * anything is added. Returns 0, or -1 (ENOENT for a missing folder).
+ * Outside a transaction. */
+static int folder_load(struct mailindex *ix, const char *key, struct folder *f,
+                       char *err, size_t errlen)
+{
+    int found = folder_get(ix, key, false, f, err, errlen);
+    if (found == 0) {
+        struct mailindex_view v;
+        if (sync_locked(ix, key, &v, err, errlen) < 0)
+            return -1;
+        mailindex_view_free(&v);
+        found = folder_get(ix, key, false, f, err, errlen);
+    }
+    if (found == 0) {
+        set_err(err, errlen, "no folder %s", *key ? key : "INBOX");
+        errno = ENOENT;
+    }
+    return found == 1 ? 0 : -1;
 }
 
 /* --- Reading ------------------------------------------------------------------------ */
 
 /* Looks up a UID's file name under the handle lock. */
 static int find_uid(struct mailindex *ix, const char *key, uint32_t uid, char **name,
-                    char *flags, struct folder *f, char *err, size_t errlen)
+                    char *flags, char **keywords, struct folder *f, char *err, size_t errlen)
 {
     int found = folder_get(ix, key, false, f, err, errlen);
     if (found == 1)
-        found = msg_name(ix, f->id, uid, name, flags, err, errlen);
+        found = msg_name(ix, f->id, uid, name, flags, keywords, err, errlen);
     if (found == 0) {
         set_err(err, errlen, "no message with UID %u in %s", (unsigned)uid, *key ? key : "INBOX");
         errno = ENOENT;
@@ -1085,7 +1690,7 @@ int mailindex_read(struct mailindex *ix, const char *folder, uint32_t uid, struc
     pthread_mutex_lock(&ix->mu);
     int rc = recover(ix, err, errlen);
     if (rc == 0)
-        rc = find_uid(ix, key, uid, &name, NULL, &f, err, errlen);
+        rc = find_uid(ix, key, uid, &name, NULL, NULL, &f, err, errlen);
     pthread_mutex_unlock(&ix->mu);
     /* The file itself is read outside the lock: other sessions of the user
      * need not wait for a large message. */
@@ -1101,19 +1706,21 @@ int mailindex_read(struct mailindex *ix, const char *folder, uint32_t uid, struc
 /* --- Changing ------------------------------------------------------------------------ */
 
 static int set_flags_locked(struct mailindex *ix, const char *key, uint32_t uid,
-                            const char *norm, char *err, size_t errlen)
+                            const char *norm, const char *keywords, char *err, size_t errlen)
 {
     struct folder f;
-    char *name = NULL, old[FLAGS_MAX + 1];
+    char *name = NULL, *old_kw = NULL, old[FLAGS_MAX + 1];
     if (begin(ix, err, errlen) < 0)
         return -1;
-    int rc = find_uid(ix, key, uid, &name, old, &f, err, errlen);
+    int rc = find_uid(ix, key, uid, &name, old, &old_kw, &f, err, errlen);
     if (rc == 0 && mailstore_set_flags(ix->ms, ix->address, store_folder(key), name, norm) < 0) {
         set_err(err, errlen, "cannot set flags of %s: %s", name, strerror(errno));
         rc = -1;
     }
-    if (rc == 0 && strcmp(old, norm) != 0) {
-        rc = msg_set_flags(ix, f.id, uid, norm, next_modseq(&f), err, errlen);
+    if (rc == 0 && keywords && strcmp(keywords, old_kw) == 0)
+        keywords = NULL;    /* unchanged */
+    if (rc == 0 && (strcmp(old, norm) != 0 || keywords)) {
+        rc = msg_set_flags(ix, f.id, uid, norm, keywords, next_modseq(&f), err, errlen);
         if (rc == 0)
             rc = folder_save(ix, &f, err, errlen);
     }
@@ -1123,24 +1730,26 @@ static int set_flags_locked(struct mailindex *ix, const char *key, uint32_t uid,
     if (rc < 0)
         rollback(ix);   /* the file's new name is the truth: the next sync adopts it */
     free(name);
+    free(old_kw);
     errno = saved;
     return rc;
 }
 
 int mailindex_set_flags(struct mailindex *ix, const char *folder, uint32_t uid,
-                        const char *flags, char *err, size_t errlen)
+                        const char *flags, const char *keywords, char *err, size_t errlen)
 {
-    char norm[FLAGS_MAX + 1];
-    if (norm_flags(flags, norm, true) < 0) {
-        set_err(err, errlen, "invalid flags");
+    char norm[FLAGS_MAX + 1], *kw = NULL;
+    if (norm_flags(flags, norm, true) < 0 || (keywords && norm_keywords(keywords, &kw) < 0)) {
+        set_err(err, errlen, errno == ENOMEM ? "out of memory" : "invalid flags or keywords");
         return -1;
     }
     pthread_mutex_lock(&ix->mu);
     int rc = recover(ix, err, errlen);
     if (rc == 0)
-        rc = set_flags_locked(ix, folder_key(folder), uid, norm, err, errlen);
+        rc = set_flags_locked(ix, folder_key(folder), uid, norm, kw, err, errlen);
     int saved = errno;
     pthread_mutex_unlock(&ix->mu);
+    free(kw);
     errno = saved;
     return rc;
 }
@@ -1151,7 +1760,7 @@ static int expunge_one(struct mailindex *ix, struct folder *f, const char *key, 
                        char *err, size_t errlen)
 {
     char *name = NULL;
-    int found = msg_name(ix, f->id, uid, &name, NULL, err, errlen);
+    int found = msg_name(ix, f->id, uid, &name, NULL, NULL, err, errlen);
     if (found <= 0)
         return found;
     int rc = 1;
@@ -1214,6 +1823,787 @@ long mailindex_expunge(struct mailindex *ix, const char *folder, const uint32_t 
         rc = expunge_locked(ix, folder_key(folder), uids, n, err, errlen);
     int saved = errno;
     pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+/* --- IMAP: appending ------------------------------------------------------------------ */
+
+static int append_locked(struct mailindex *ix, const char *key, const char *data, size_t len,
+                         char *flags, char *keywords, time_t when, uint32_t *uidvalidity,
+                         uint32_t *uid, char *err, size_t errlen)
+{
+    struct folder f;
+    char name[NAME_MAX + 1];
+    bool to_cur = flags[0] || keywords[0];
+    if (folder_load(ix, key, &f, err, errlen) < 0
+        || mailstore_append(ix->ms, ix->address, store_folder(key), data, len,
+                            to_cur ? flags : NULL, when, name, sizeof name, err, errlen) < 0)
+        return -1;
+    struct mailindex_msg m = { .name = name, .flags = flags, .keywords = keywords,
+                               .size = len, .internaldate = when };
+    int found = begin(ix, err, errlen) < 0 ? -1 : folder_get(ix, key, false, &f, err, errlen);
+    if (found == 0) {
+        set_err(err, errlen, "folder %s vanished", *key ? key : "INBOX");
+        errno = ENOENT;
+    } else if (found == 1 && f.uidnext > UINT32_MAX) {
+        set_err(err, errlen, "folder %s has no UIDs left", *key ? key : "INBOX");
+        errno = EOVERFLOW;
+        found = -1;
+    }
+    int rc = found == 1 ? 0 : -1;
+    if (rc == 0) {
+        m.uid = (uint32_t)f.uidnext++;
+        m.modseq = next_modseq(&f);
+        rc = msg_insert(ix, f.id, &m, err, errlen);
+    }
+    if (rc == 0) {
+        uidlist_add(ix, key, &f, &m, 1);
+        rc = folder_save(ix, &f, err, errlen);
+    }
+    if (rc == 0)
+        rc = commit(ix, err, errlen);
+    if (rc < 0) {
+        int saved = errno;
+        rollback(ix);
+        if (mailstore_remove(ix->ms, ix->address, store_folder(key), name) < 0 && errno != ENOENT)
+            log_warn("mailindex: %s: cannot remove %s after a failed append: %s", ix->path,
+                     name, strerror(errno));
+        errno = saved;
+        return -1;
+    }
+    *uidvalidity = f.uidvalidity;
+    *uid = m.uid;
+    return 0;
+}
+
+int mailindex_append(struct mailindex *ix, const char *folder, const char *data, size_t len,
+                     const char *flags, const char *keywords, time_t internaldate,
+                     uint32_t *uidvalidity, uint32_t *uid, char *err, size_t errlen)
+{
+    char norm[FLAGS_MAX + 1], *kw = NULL;
+    const char *key = folder_key(folder);
+    if ((len > 0 && !data) || !uidvalidity || !uid || norm_flags(flags, norm, true) < 0
+        || norm_keywords(keywords, &kw) < 0) {
+        set_err(err, errlen, errno == ENOMEM ? "out of memory" : "invalid append request");
+        if (errno != ENOMEM)
+            errno = EINVAL;
+        return -1;
+    }
+    if (*key && check_folder_name(key, err, errlen) < 0) {
+        free(kw);
+        return -1;
+    }
+    time_t when = internaldate != 0 ? internaldate : time(NULL);
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0)
+        rc = append_locked(ix, key, data, len, norm, kw, when, uidvalidity, uid, err, errlen);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    free(kw);
+    errno = saved;
+    return rc;
+}
+
+/* --- IMAP: copying and moving ------------------------------------------------------------ */
+
+/* One message being copied or moved. */
+struct xfer {
+    uint32_t uid;       /* in the source folder */
+    char *name;         /* its file's base name in the destination; NULL = not done */
+};
+
+/* A message the store could not find: gone (expunged meanwhile: skipped
+ * like an unknown UID), unless it is the destination that is missing. */
+static bool vanished(struct mailindex *ix, const char *skey, const char *name)
+{
+    int fd = mailstore_open_msg(ix->ms, ix->address, store_folder(skey), name);
+    if (fd < 0)
+        return true;
+    close(fd);
+    errno = ENOENT;
+    return false;
+}
+
+/* The file step: each message is linked/copied or renamed into dst. Stops
+ * at the first failure; the messages done so far are marked in x. */
+static int xfer_files(struct mailindex *ix, const char *skey, sqlite3_int64 src_id,
+                      const char *dkey, const uint32_t *uids, size_t n, struct xfer *x,
+                      bool move, size_t *done, char *err, size_t errlen)
+{
+    char newname[NAME_MAX + 1];
+    *done = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *name = NULL;
+        int found = msg_name(ix, src_id, uids[i], &name, NULL, NULL, err, errlen);
+        if (found < 0)
+            return -1;
+        if (found == 0)
+            continue;
+        int rc = (move ? mailstore_move : mailstore_copy)(ix->ms, ix->address, store_folder(skey),
+                                                          name, store_folder(dkey), newname,
+                                                          sizeof newname);
+        int saved = errno;
+        if (rc < 0 && saved == ENOENT && vanished(ix, skey, name)) {
+            free(name);
+            continue;
+        }
+        if (rc < 0)
+            set_err(err, errlen, "cannot %s %s to %s: %s", move ? "move" : "copy", name,
+                    *dkey ? dkey : "INBOX", strerror(saved));
+        free(name);
+        if (rc < 0) {
+            errno = saved;
+            return -1;
+        }
+        x[i].uid = uids[i];
+        if (!(x[i].name = strdup(newname))) {
+            /* A copy is removed by the caller's undo only when named: do it here. */
+            if (!move)
+                mailstore_remove(ix->ms, ix->address, store_folder(dkey), newname);
+            set_err(err, errlen, "out of memory");
+            errno = ENOMEM;
+            return -1;
+        }
+        (*done)++;
+    }
+    return 0;
+}
+
+/* The index step: rows cloned into dst under its next UIDs (dst_uids),
+ * and for a move deleted from src, in one transaction. */
+static int xfer_index(struct mailindex *ix, const char *skey, const char *dkey,
+                      const struct xfer *x, size_t n, bool move, uint32_t *dst_uids,
+                      uint32_t *dst_uidvalidity, char *err, size_t errlen)
+{
+    struct folder sf, df;
+    bool same = strcmp(skey, dkey) == 0;
+    struct folder *sp = same ? &df : &sf;
+    struct mailindex_msg *added = calloc(n ? n : 1, sizeof *added);
+    size_t k = 0;
+    int found = !added ? -1 : begin(ix, err, errlen) < 0 ? -1
+                : folder_get(ix, dkey, false, &df, err, errlen);
+    if (found == 1 && !same)
+        found = folder_get(ix, skey, false, &sf, err, errlen);
+    if (!added) {
+        set_err(err, errlen, "out of memory");
+        errno = ENOMEM;
+    }
+    if (found == 0) {
+        set_err(err, errlen, "folder vanished during a %s", move ? "move" : "copy");
+        errno = ENOENT;
+    }
+    int rc = found == 1 ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (!x[i].name)
+            continue;
+        if (df.uidnext > UINT32_MAX) {
+            set_err(err, errlen, "folder %s has no UIDs left", *dkey ? dkey : "INBOX");
+            errno = EOVERFLOW;
+            rc = -1;
+            break;
+        }
+        uint32_t uid = (uint32_t)df.uidnext++;
+        rc = msg_clone(ix, sp->id, x[i].uid, df.id, uid, x[i].name, next_modseq(&df), err, errlen);
+        if (rc == 0 && move && (rc = msg_delete(ix, sp->id, x[i].uid, err, errlen)) == 0)
+            next_modseq(sp);
+        added[k].uid = dst_uids[i] = uid;
+        added[k++].name = x[i].name;
+    }
+    if (rc == 0) {
+        uidlist_add(ix, dkey, &df, added, k);
+        rc = folder_save(ix, &df, err, errlen);
+    }
+    if (rc == 0 && !same)
+        rc = folder_save(ix, &sf, err, errlen);
+    if (rc == 0)
+        rc = commit(ix, err, errlen);
+    int saved = errno;
+    if (rc < 0) {
+        rollback(ix);
+        for (size_t i = 0; i < n; i++)
+            dst_uids[i] = 0;
+    } else {
+        *dst_uidvalidity = df.uidvalidity;
+    }
+    free(added);
+    errno = saved;
+    return rc;
+}
+
+static void undo_copies(struct mailindex *ix, const char *dkey, const struct xfer *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (x[i].name && mailstore_remove(ix->ms, ix->address, store_folder(dkey), x[i].name) < 0
+            && errno != ENOENT)
+            log_warn("mailindex: %s: cannot remove the copy %s after a failed copy: %s",
+                     ix->path, x[i].name, strerror(errno));
+}
+
+/* fsyncs the directories the files went into (and out of). */
+static int xfer_sync(struct mailindex *ix, const char *skey, const char *dkey, bool move,
+                     char *err, size_t errlen)
+{
+    if (mailstore_sync_folder(ix->ms, ix->address, store_folder(dkey)) == 0
+        && (!move || mailstore_sync_folder(ix->ms, ix->address, store_folder(skey)) == 0))
+        return 0;
+    set_err(err, errlen, "cannot fsync folder after a %s: %s", move ? "move" : "copy",
+            strerror(errno));
+    return -1;
+}
+
+/* Copy and move. A copy that fails anywhere removes its files. A move
+ * that fails part way still indexes what it moved (the files are in dst
+ * now), then reports the failure. */
+static long transfer_locked(struct mailindex *ix, const char *skey, const uint32_t *uids,
+                            size_t n, const char *dkey, uint32_t *dst_uidvalidity,
+                            uint32_t *dst_uids, bool move, char *err, size_t errlen)
+{
+    struct folder sf, df;
+    for (size_t i = 0; i < n; i++)
+        dst_uids[i] = 0;
+    if (folder_load(ix, dkey, &df, err, errlen) < 0 || folder_load(ix, skey, &sf, err, errlen) < 0)
+        return -1;
+    *dst_uidvalidity = df.uidvalidity;
+    struct xfer *x = calloc(n ? n : 1, sizeof *x);
+    if (!x) {
+        set_err(err, errlen, "out of memory");
+        errno = ENOMEM;
+        return -1;
+    }
+    size_t done = 0;
+    int rc = xfer_files(ix, skey, sf.id, dkey, uids, n, x, move, &done, err, errlen);
+    int saved = errno;
+    char ferr[256] = "";
+    if (rc < 0)
+        set_err(ferr, sizeof ferr, "%s", err && errlen ? err : strerror(saved));
+    if ((rc == 0 || move) && done > 0) {
+        /* A copy is indexed only once durable; a move in any case, since
+         * its files are in dst now. */
+        int later = xfer_sync(ix, skey, dkey, move, err, errlen);
+        int later_errno = errno;
+        if ((later == 0 || move)
+            && xfer_index(ix, skey, dkey, x, n, move, dst_uids, dst_uidvalidity, err, errlen) < 0) {
+            later = -1;
+            later_errno = errno;
+        }
+        if (later < 0 && rc == 0) {
+            rc = -1;
+            saved = later_errno;
+        }
+    }
+    if (rc < 0 && ferr[0])
+        set_err(err, errlen, "%s", ferr);
+    if (rc < 0 && !move)
+        undo_copies(ix, dkey, x, n);
+    for (size_t i = 0; i < n; i++)
+        free(x[i].name);
+    free(x);
+    errno = saved;
+    return rc < 0 ? -1 : (long)done;
+}
+
+static long transfer(struct mailindex *ix, const char *src, const uint32_t *uids, size_t n,
+                     const char *dst, uint32_t *dst_uidvalidity, uint32_t *dst_uids, bool move,
+                     char *err, size_t errlen)
+{
+    const char *skey = folder_key(src), *dkey = folder_key(dst);
+    if ((n > 0 && (!uids || !dst_uids)) || !dst_uidvalidity) {
+        set_err(err, errlen, "invalid %s request", move ? "move" : "copy");
+        errno = EINVAL;
+        return -1;
+    }
+    if ((*skey && check_folder_name(skey, err, errlen) < 0)
+        || (*dkey && check_folder_name(dkey, err, errlen) < 0))
+        return -1;
+    pthread_mutex_lock(&ix->mu);
+    long rc = recover(ix, err, errlen);
+    if (rc == 0)
+        rc = transfer_locked(ix, skey, uids, n, dkey, dst_uidvalidity, dst_uids, move, err,
+                             errlen);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+long mailindex_copy(struct mailindex *ix, const char *src, const uint32_t *uids, size_t n,
+                    const char *dst, uint32_t *dst_uidvalidity, uint32_t *dst_uids,
+                    char *err, size_t errlen)
+{
+    return transfer(ix, src, uids, n, dst, dst_uidvalidity, dst_uids, false, err, errlen);
+}
+
+long mailindex_move(struct mailindex *ix, const char *src, const uint32_t *uids, size_t n,
+                    const char *dst, uint32_t *dst_uidvalidity, uint32_t *dst_uids,
+                    char *err, size_t errlen)
+{
+    return transfer(ix, src, uids, n, dst, dst_uidvalidity, dst_uids, true, err, errlen);
+}
+
+/* --- IMAP: \Recent and the cache -------------------------------------------------------- */
+
+/* The folder row for a call that needs it to exist. Returns 0 or -1. */
+static int need_folder(struct mailindex *ix, const char *key, struct folder *f,
+                       char *err, size_t errlen)
+{
+    int found = folder_get(ix, key, false, f, err, errlen);
+    if (found == 0) {
+        set_err(err, errlen, "no folder %s in the index", *key ? key : "INBOX");
+        errno = ENOENT;
+    }
+    return found == 1 ? 0 : -1;
+}
+
+static int claim_locked(struct mailindex *ix, const char *key, uint32_t *first_recent,
+                        char *err, size_t errlen)
+{
+    struct folder f;
+    if (begin(ix, err, errlen) < 0)
+        return -1;
+    int rc = need_folder(ix, key, &f, err, errlen);
+    if (rc == 0) {
+        *first_recent = (uint32_t)f.recent_mark;
+        if (f.recent_mark != f.uidnext) {
+            f.recent_mark = f.uidnext;
+            f.dirty = true;
+        }
+        rc = folder_save(ix, &f, err, errlen);
+    }
+    if (rc == 0)
+        rc = commit(ix, err, errlen);
+    if (rc < 0) {
+        int saved = errno;
+        rollback(ix);
+        errno = saved;
+    }
+    return rc;
+}
+
+int mailindex_claim_recent(struct mailindex *ix, const char *folder, uint32_t *first_recent,
+                           char *err, size_t errlen)
+{
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0)
+        rc = claim_locked(ix, folder_key(folder), first_recent, err, errlen);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+/* Replaces out with column col of the current row (NULL: empty). */
+static int column_to_buf(sqlite3_stmt *s, int col, struct buf *out)
+{
+    const void *p = sqlite3_column_blob(s, col);
+    int len = sqlite3_column_bytes(s, col);
+    buf_reset(out);
+    return len > 0 && p ? buf_append(out, p, (size_t)len) : 0;
+}
+
+static int get_cache_locked(struct mailindex *ix, const char *key, uint32_t uid,
+                            struct buf *bufs[3], bool *found, char *err, size_t errlen)
+{
+    struct folder f;
+    if (need_folder(ix, key, &f, err, errlen) < 0)
+        return -1;
+    sqlite3_stmt *s = stmt(ix, ST_CACHE_GET);
+    sqlite3_bind_int64(s, 1, f.id);
+    sqlite3_bind_int64(s, 2, uid);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return db_fail(ix, "cache lookup", err, errlen);
+        set_err(err, errlen, "no message with UID %u in %s", (unsigned)uid, *key ? key : "INBOX");
+        errno = ENOENT;
+        return -1;
+    }
+    int res = 0;
+    if (sqlite3_column_type(s, 0) != SQLITE_NULL) {
+        for (int i = 0; i < 3 && res == 0; i++)
+            res = column_to_buf(s, i, bufs[i]);
+        *found = res == 0;
+    }
+    sqlite3_reset(s);
+    if (res < 0) {
+        set_err(err, errlen, "out of memory");
+        errno = ENOMEM;
+    }
+    return res;
+}
+
+int mailindex_get_cache(struct mailindex *ix, const char *folder, uint32_t uid,
+                        struct buf *envelope, struct buf *bodystructure, struct buf *body,
+                        bool *found, char *err, size_t errlen)
+{
+    struct buf *bufs[3] = { envelope, bodystructure, body };
+    *found = false;
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0)
+        rc = get_cache_locked(ix, folder_key(folder), uid, bufs, found, err, errlen);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+static int put_cache_locked(struct mailindex *ix, const char *key, uint32_t uid,
+                            const char *const texts[3], const size_t lens[3],
+                            char *err, size_t errlen)
+{
+    struct folder f;
+    if (need_folder(ix, key, &f, err, errlen) < 0)
+        return -1;
+    sqlite3_stmt *s = stmt(ix, ST_CACHE_PUT);
+    sqlite3_bind_int64(s, 1, f.id);
+    sqlite3_bind_int64(s, 2, uid);
+    /* A non-NULL pointer: an empty text is an empty blob, not NULL. */
+    for (int i = 0; i < 3; i++)
+        sqlite3_bind_blob64(s, 3 + i, texts[i] ? texts[i] : "", texts[i] ? lens[i] : 0,
+                            SQLITE_STATIC);
+    if (run(ix, s, "cache update", err, errlen) < 0)
+        return -1;
+    if (sqlite3_changes(ix->db) == 0) {
+        set_err(err, errlen, "no message with UID %u in %s", (unsigned)uid, *key ? key : "INBOX");
+        errno = ENOENT;
+        return -1;
+    }
+    return 0;
+}
+
+int mailindex_put_cache(struct mailindex *ix, const char *folder, uint32_t uid,
+                        const char *envelope, size_t envelope_len,
+                        const char *bodystructure, size_t bodystructure_len,
+                        const char *body, size_t body_len, char *err, size_t errlen)
+{
+    const char *const texts[3] = { envelope, bodystructure, body };
+    const size_t lens[3] = { envelope_len, bodystructure_len, body_len };
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0)
+        rc = put_cache_locked(ix, folder_key(folder), uid, texts, lens, err, errlen);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+/* --- IMAP: folders ----------------------------------------------------------------------- */
+
+int mailindex_folders(struct mailindex *ix, char ***names, size_t *n, char *err, size_t errlen)
+{
+    if (mailstore_folders(ix->ms, ix->address, names, n) == 0)
+        return 0;
+    if (errno == ENOENT)
+        return 0;       /* no mailbox directory yet: no folders */
+    set_err(err, errlen, "cannot list the folders of %s: %s", ix->address, strerror(errno));
+    return -1;
+}
+
+/* Gives a folder just created on disk a fresh row (replacing a stale one
+ * left by a folder deleted behind our back) and a uidlist. A failure is
+ * only logged: the next sync adds the row. */
+static void index_new_folder(struct mailindex *ix, const char *key)
+{
+    struct folder f;
+    char err[256] = "";
+    int found = begin(ix, err, sizeof err) < 0 ? -1 : folder_get(ix, key, false, &f, err, sizeof err);
+    int rc = found < 0 ? -1 : 0;
+    if (found == 1)
+        rc = folder_drop_id(ix, f.id, err, sizeof err);
+    if (rc == 0 && folder_get(ix, key, true, &f, err, sizeof err) < 0)
+        rc = -1;
+    if (rc == 0) {
+        uidlist_rewrite(ix, key, &f, NULL, 0);
+        rc = folder_save(ix, &f, err, sizeof err);
+    }
+    if (rc == 0 && commit(ix, err, sizeof err) == 0)
+        return;
+    rollback(ix);
+    log_warn("mailindex: %s: cannot index the new folder %s: %s", ix->path, key, err);
+}
+
+int mailindex_folder_create(struct mailindex *ix, const char *folder, char *err, size_t errlen)
+{
+    if (check_folder_name(folder, err, errlen) < 0)
+        return -1;
+    if (strcasecmp(folder, "INBOX") == 0) {
+        set_err(err, errlen, "INBOX exists");
+        errno = EEXIST;
+        return -1;
+    }
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0 && (rc = mailstore_folder_create(ix->ms, ix->address, folder)) < 0)
+        set_err(err, errlen, "cannot create folder %s: %s", folder, strerror(errno));
+    if (rc == 0)
+        index_new_folder(ix, folder);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+int mailindex_folder_delete(struct mailindex *ix, const char *folder, char *err, size_t errlen)
+{
+    if (!folder || strcasecmp(folder, "INBOX") == 0) {
+        set_err(err, errlen, "INBOX cannot be deleted");
+        errno = EPERM;
+        return -1;
+    }
+    if (check_folder_name(folder, err, errlen) < 0)
+        return -1;
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0 && (rc = mailstore_folder_delete(ix->ms, ix->address, folder)) < 0)
+        set_err(err, errlen, "cannot delete folder %s: %s", folder, strerror(errno));
+    int saved = errno;
+    char ferr[256] = "";
+    if ((rc == 0 || saved == ENOENT) && folder_forget(ix, folder, ferr, sizeof ferr) < 0)
+        log_warn("mailindex: %s: cannot forget folder %s: %s", ix->path, folder, ferr);
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+/* "from" itself or a subfolder "from.x". */
+static bool is_under(const char *name, const char *from, size_t flen)
+{
+    return strncmp(name, from, flen) == 0 && (name[flen] == '\0' || name[flen] == '.');
+}
+
+struct folder_ref {
+    sqlite3_int64 id;
+    char *name;
+    char *to;           /* its new name, when renamed */
+};
+
+static void refs_free(struct folder_ref *refs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(refs[i].name);
+        free(refs[i].to);
+    }
+    free(refs);
+}
+
+/* Every folder row, with the new names of those a rename moves. */
+static int load_refs(struct mailindex *ix, const char *from, const char *to,
+                     struct folder_ref **out, size_t *n, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = stmt(ix, ST_FOLDER_LIST);
+    struct folder_ref *refs = NULL;
+    size_t cap = 0, flen = strlen(from), tlen = strlen(to);
+    int rc, bad = 0;
+    *n = 0;
+    while (!bad && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(s, 1);
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct folder_ref *g = realloc(refs, cap * sizeof *g);
+            if (!g) {
+                bad = 1;
+                break;
+            }
+            refs = g;
+        }
+        struct folder_ref *r = &refs[(*n)++];
+        r->id = sqlite3_column_int64(s, 0);
+        r->name = name ? strdup(name) : NULL;
+        r->to = NULL;
+        if (r->name && is_under(r->name, from, flen)) {
+            size_t need = tlen + strlen(r->name + flen) + 1;
+            if ((r->to = malloc(need)) != NULL)
+                snprintf(r->to, need, "%s%s", to, r->name + flen);
+        }
+        bad = !r->name || (is_under(r->name, from, flen) && !r->to);
+    }
+    sqlite3_reset(s);
+    *out = refs;
+    if (bad) {
+        set_err(err, errlen, "out of memory");
+        errno = ENOMEM;
+        return -1;
+    }
+    return rc == SQLITE_DONE ? 0 : db_fail(ix, "folder list", err, errlen);
+}
+
+/* The index follows a folder rename: rows already under a target name
+ * (stale: the store checked that no such folder exists) are dropped, then
+ * the moved rows take their new names (UIDVALIDITY and UIDs kept). */
+static int rename_rows(struct mailindex *ix, const char *from, const char *to,
+                       char *err, size_t errlen)
+{
+    struct folder_ref *refs = NULL;
+    size_t n = 0;
+    int rc = begin(ix, err, errlen);
+    if (rc == 0)
+        rc = load_refs(ix, from, to, &refs, &n, err, errlen);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        for (size_t j = 0; rc == 0 && refs[i].to && j < n; j++)
+            if (!refs[j].to && strcmp(refs[j].name, refs[i].to) == 0)
+                rc = folder_drop_id(ix, refs[j].id, err, errlen);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (!refs[i].to)
+            continue;
+        sqlite3_stmt *s = stmt(ix, ST_FOLDER_RENAME);
+        sqlite3_bind_int64(s, 1, refs[i].id);
+        sqlite3_bind_text(s, 2, refs[i].to, -1, SQLITE_STATIC);
+        rc = run(ix, s, "folder rename", err, errlen);
+    }
+    if (rc == 0)
+        rc = commit(ix, err, errlen);
+    if (rc < 0)
+        rollback(ix);
+    refs_free(refs, n);
+    return rc;
+}
+
+/* RFC 3501 6.3.5: every INBOX message moves into the new folder `to`. */
+static int rename_inbox_locked(struct mailindex *ix, const char *to, char *err, size_t errlen)
+{
+    struct mailindex_view v;
+    if (mailstore_folder_create(ix->ms, ix->address, to) < 0) {
+        set_err(err, errlen, "cannot create folder %s: %s", to, strerror(errno));
+        return -1;
+    }
+    index_new_folder(ix, to);
+    if (sync_locked(ix, "", &v, err, errlen) < 0)
+        return -1;
+    uint32_t *uids = malloc((v.n ? v.n : 1) * sizeof *uids);
+    uint32_t *dst = malloc((v.n ? v.n : 1) * sizeof *dst), uv;
+    long moved = -1;
+    if (uids && dst) {
+        for (size_t i = 0; i < v.n; i++)
+            uids[i] = v.msgs[i].uid;
+        moved = transfer_locked(ix, "", uids, v.n, to, &uv, dst, true, err, errlen);
+    } else {
+        set_err(err, errlen, "out of memory");
+        errno = ENOMEM;
+    }
+    int saved = errno;
+    free(uids);
+    free(dst);
+    mailindex_view_free(&v);
+    errno = saved;
+    return moved < 0 ? -1 : 0;
+}
+
+static int rename_locked(struct mailindex *ix, const char *from, const char *to,
+                         char *err, size_t errlen)
+{
+    char rerr[256] = "";
+    if (mailstore_folder_rename(ix->ms, ix->address, from, to) < 0) {
+        set_err(err, errlen, "cannot rename folder %s to %s: %s", from, to, strerror(errno));
+        return -1;
+    }
+    /* The directories moved: a failure here only delays the index, whose
+     * next syncs forget the old names and take the new ones in with
+     * their dovecot-uidlist (same UIDs). */
+    if (rename_rows(ix, from, to, rerr, sizeof rerr) < 0)
+        log_warn("mailindex: %s: folder %s renamed to %s, but not in the index: %s", ix->path,
+                 from, to, rerr);
+    return 0;
+}
+
+int mailindex_folder_rename(struct mailindex *ix, const char *from, const char *to,
+                            char *err, size_t errlen)
+{
+    bool inbox = !from || strcasecmp(from, "INBOX") == 0;
+    if (check_folder_name(to, err, errlen) < 0 || (!inbox && check_folder_name(from, err, errlen) < 0))
+        return -1;
+    if (strcasecmp(to, "INBOX") == 0) {
+        set_err(err, errlen, "INBOX exists");
+        errno = EEXIST;
+        return -1;
+    }
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0)
+        rc = inbox ? rename_inbox_locked(ix, to, err, errlen) : rename_locked(ix, from, to, err, errlen);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+/* --- IMAP: subscriptions ------------------------------------------------------------------ */
+
+int mailindex_subscribe(struct mailindex *ix, const char *name, bool subscribe,
+                        char *err, size_t errlen)
+{
+    size_t len = name ? strlen(name) : 0;
+    bool ok = len > 0 && len <= SUBSCRIPTION_MAX;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (unsigned char)name[i] >= 0x20 && name[i] != 0x7f;
+    if (!ok) {
+        set_err(err, errlen, "invalid subscription name");
+        errno = EINVAL;
+        return -1;
+    }
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0) {
+        sqlite3_stmt *s = stmt(ix, subscribe ? ST_SUB_ADD : ST_SUB_DEL);
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        rc = run(ix, s, "subscription", err, errlen);
+    }
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+static int subscriptions_locked(struct mailindex *ix, char ***names, size_t *n,
+                                char *err, size_t errlen)
+{
+    sqlite3_stmt *s = stmt(ix, ST_SUB_LIST);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(s, 0);
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **g = realloc(*names, cap * sizeof *g);
+            if (!g)
+                break;
+            *names = g;
+        }
+        if (!name || !((*names)[*n] = strdup(name)))
+            break;
+        (*n)++;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc == SQLITE_ROW) {
+        set_err(err, errlen, "out of memory");
+        errno = ENOMEM;
+        return -1;
+    }
+    return db_fail(ix, "subscription list", err, errlen);
+}
+
+int mailindex_subscriptions(struct mailindex *ix, char ***names, size_t *n,
+                            char *err, size_t errlen)
+{
+    *names = NULL;
+    *n = 0;
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0)
+        rc = subscriptions_locked(ix, names, n, err, errlen);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    if (rc < 0) {
+        mailstore_folders_free(*names, *n);
+        *names = NULL;
+        *n = 0;
+    }
     errno = saved;
     return rc;
 }

@@ -89,6 +89,43 @@ int mailstore_remove(struct mailstore *ms, const char *address, const char *fold
     return ms->ops->remove(ms->be, address, folder, name);
 }
 
+int mailstore_append(struct mailstore *ms, const char *address, const char *folder,
+                     const char *data, size_t len, const char *flags, time_t mtime,
+                     char *name, size_t namelen, char *err, size_t errlen)
+{
+    return ms->ops->append(ms->be, address, folder, data, len, flags, mtime, name, namelen,
+                           err, errlen);
+}
+
+int mailstore_copy(struct mailstore *ms, const char *address, const char *src,
+                   const char *name, const char *dst, char *newname, size_t namelen)
+{
+    return ms->ops->copy(ms->be, address, src, name, dst, newname, namelen);
+}
+
+int mailstore_move(struct mailstore *ms, const char *address, const char *src,
+                   const char *name, const char *dst, char *newname, size_t namelen)
+{
+    return ms->ops->move(ms->be, address, src, name, dst, newname, namelen);
+}
+
+int mailstore_sync_folder(struct mailstore *ms, const char *address, const char *folder)
+{
+    return ms->ops->sync_folder(ms->be, address, folder);
+}
+
+int mailstore_meta_read(struct mailstore *ms, const char *address, const char *folder,
+                        const char *file, char **data, size_t *len, size_t max)
+{
+    return ms->ops->meta_read(ms->be, address, folder, file, data, len, max);
+}
+
+int mailstore_meta_write(struct mailstore *ms, const char *address, const char *folder,
+                         const char *file, const char *data, size_t len, bool append)
+{
+    return ms->ops->meta_write(ms->be, address, folder, file, data, len, append);
+}
+
 int mailstore_folders(struct mailstore *ms, const char *address, char ***names, size_t *n)
 {
     return ms->ops->folders(ms->be, address, names, n);

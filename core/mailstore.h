@@ -95,12 +95,68 @@ int mailstore_set_flags(struct mailstore *ms, const char *address, const char *f
 int mailstore_remove(struct mailstore *ms, const char *address, const char *folder,
                      const char *name);
 
+/* --- Single messages, for IMAP (through the index) -------------------- */
+
+/* Stores one message (IMAP APPEND): written to tmp/ under a unique name,
+ * fsynced, given `mtime` (0 = now) as its modification time (the internal
+ * date), renamed into cur/ with ":2,<flags>" (into new/ when flags is NULL)
+ * and the directory fsynced. INBOX is created when missing; any other
+ * folder must exist (errno ENOENT). Writes the new base name into name.
+ * Returns 0, or -1 with a reason in err and nothing left behind. */
+int mailstore_append(struct mailstore *ms, const char *address, const char *folder,
+                     const char *data, size_t len, const char *flags, time_t mtime,
+                     char *name, size_t namelen, char *err, size_t errlen);
+
+/* Copies message `name` of folder src into folder dst (which must exist:
+ * ENOENT) under a new unique name, in the same subdirectory and with the
+ * same info (flags) as the original, keeping its mtime: a hard link, or,
+ * when linking fails, a copy written to dst's tmp/ and fsynced first.
+ * The directory is not fsynced: call mailstore_sync_folder(dst) once
+ * after a batch. Writes the new base name into newname. Returns 0 or -1. */
+int mailstore_copy(struct mailstore *ms, const char *address, const char *src,
+                   const char *name, const char *dst, char *newname, size_t namelen);
+
+/* Renames message `name` of folder src into folder dst (same subdirectory
+ * and info), atomically: it is in one folder or the other. Its base name
+ * is kept unless dst holds one like it (then a new unique name). Not
+ * fsynced: call mailstore_sync_folder on both folders after a batch.
+ * Writes the base name in dst into newname. Returns 0 or -1. */
+int mailstore_move(struct mailstore *ms, const char *address, const char *src,
+                   const char *name, const char *dst, char *newname, size_t namelen);
+
+/* fsyncs the new/ and cur/ directories of a folder (after copies and
+ * moves). Returns 0 or -1. */
+int mailstore_sync_folder(struct mailstore *ms, const char *address, const char *folder);
+
+/* Small files kept beside a folder's messages, for the index (its
+ * "dovecot-uidlist"): `file` is a plain name, not hidden, not one of the
+ * maildir's own (cur, new, tmp, maildirfolder). Listing never shows them.
+ * meta_read returns the whole file in *data (malloc'ed, NUL-terminated,
+ * length in *len); a file larger than max is EFBIG. meta_write replaces
+ * the file atomically (a temporary file renamed over it; not fsynced: it
+ * must only ever be a recovery aid), or with append adds data at its end
+ * (ENOENT when it does not exist). Both return 0 or -1 (ENOENT when the
+ * folder or file is missing). */
+int mailstore_meta_read(struct mailstore *ms, const char *address, const char *folder,
+                        const char *file, char **data, size_t *len, size_t max);
+int mailstore_meta_write(struct mailstore *ms, const char *address, const char *folder,
+                         const char *file, const char *data, size_t len, bool append);
+
 /* Folders of a mailbox other than INBOX, as names with '.' separators
  * ("Sent", "Archive.2024"), sorted. Returns 0 or -1. */
 int mailstore_folders(struct mailstore *ms, const char *address, char ***names, size_t *n);
 void mailstore_folders_free(char **names, size_t n);
+/* Creates a folder: EEXIST when it exists, EINVAL for a name the store
+ * cannot hold. */
 int mailstore_folder_create(struct mailstore *ms, const char *address, const char *folder);
+/* Deletes a folder with its messages (its subfolders stay): the directory
+ * is first renamed to a hidden name that no listing, usage count or tmp/
+ * cleanup looks at, then removed. ENOENT when it does not exist. */
 int mailstore_folder_delete(struct mailstore *ms, const char *address, const char *folder);
+/* Renames a folder and its subfolders ("A" to "B" also renames "A.x" to
+ * "B.x"). Every target is checked first: EEXIST when any exists (nothing
+ * renamed), ENOENT when neither the folder nor a subfolder exists, EINVAL
+ * when `to` is `from` or below it. */
 int mailstore_folder_rename(struct mailstore *ms, const char *address, const char *from,
                             const char *to);
 

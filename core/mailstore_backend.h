@@ -26,6 +26,19 @@ struct mailstore_backend_ops {
     int (*set_flags)(void *be, const char *address, const char *folder,
                      const char *name, const char *flags);
     int (*remove)(void *be, const char *address, const char *folder, const char *name);
+    int (*append)(void *be, const char *address, const char *folder, const char *data,
+                  size_t len, const char *flags, time_t mtime, char *name, size_t namelen,
+                  char *err, size_t errlen);
+    int (*copy)(void *be, const char *address, const char *src, const char *name,
+                const char *dst, char *newname, size_t namelen);
+    int (*move)(void *be, const char *address, const char *src, const char *name,
+                const char *dst, char *newname, size_t namelen);
+    int (*sync_folder)(void *be, const char *address, const char *folder);
+    /* *data is malloc'ed and freed by the caller with free(). */
+    int (*meta_read)(void *be, const char *address, const char *folder, const char *file,
+                     char **data, size_t *len, size_t max);
+    int (*meta_write)(void *be, const char *address, const char *folder, const char *file,
+                      const char *data, size_t len, bool append);
     /* Returns names allocated with malloc; freed by mailstore_folders_free(). */
     int (*folders)(void *be, const char *address, char ***names, size_t *n);
     int (*folder_create)(void *be, const char *address, const char *folder);

@@ -487,6 +487,7 @@ struct copy {
     char name[NAME_MAX + 1];
     char flags[FLAGS_MAX + 1];
     bool to_cur;
+    time_t mtime;               /* 0: leave the time of writing */
     enum copy_state state;
 };
 
@@ -527,6 +528,16 @@ static int write_all(int fd, const struct iovec *iov, int iovcnt)
         }
     }
     return 0;
+}
+
+/* Gives an open file its internal date (before the fsync, so that both
+ * become durable together). */
+static int set_mtime(int fd, time_t mtime)
+{
+    if (mtime == 0)
+        return 0;
+    struct timespec ts[2] = { { mtime, 0 }, { mtime, 0 } };
+    return futimens(fd, ts);
 }
 
 static void copy_path(const struct copy *c, enum copy_state where, char *out, size_t outlen)
@@ -575,7 +586,7 @@ static int write_copy(const struct maildir *md, struct copy *c, const struct iov
     }
     if (fd >= 0) {
         c->state = COPY_TMP;
-        if (write_all(fd, iov, iovcnt) == 0 && fsync(fd) == 0) {
+        if (write_all(fd, iov, iovcnt) == 0 && set_mtime(fd, c->mtime) == 0 && fsync(fd) == 0) {
             if (close(fd) == 0)
                 return 0;
             fd = -1;
@@ -1085,6 +1096,342 @@ static int md_remove(void *be, const char *address, const char *folder, const ch
     return with_msg(be, address, folder, name, unlink_found, NULL);
 }
 
+/* --- Single messages, for IMAP ----------------------------------------------------- */
+
+/* rename that refuses to replace an existing target. */
+static int rename_noreplace(int fromfd, const char *from, int tofd, const char *to)
+{
+    if (renameat2(fromfd, from, tofd, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -1;
+    struct stat st;
+    if (fstatat(tofd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
+    return renameat(fromfd, from, tofd, to);
+}
+
+static int copy_name_out(const char *name, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "%s", name);
+    if (n < 0 || (size_t)n >= outlen) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
+static int md_append(void *be, const char *address, const char *folder, const char *data,
+                     size_t len, const char *flags, time_t mtime, char *name, size_t namelen,
+                     char *err, size_t errlen)
+{
+    struct maildir *md = be;
+    struct copy c;
+    struct stat st;
+    memset(&c, 0, sizeof(c));
+    struct mailstore_target t = { address, folder, flags };
+    if ((len > 0 && !data) || !name || namelen <= NAME_MAX) {
+        set_err(err, errlen, "invalid append request");
+        errno = EINVAL;
+        return -1;
+    }
+    if (prepare_copy(md, &t, len, &c, err, errlen) < 0)
+        return -1;
+    c.to_cur = flags != NULL;   /* ":2," even without flags: seen by a client */
+    c.mtime = mtime;
+    if (!is_inbox(folder) && fstatat(md->rootfd, c.box, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        int saved = errno;
+        set_err(err, errlen, "no folder %s: %s", folder, strerror(saved));
+        errno = saved;
+        return -1;
+    }
+    struct iovec iov = { (void *)data, len };
+    char dir[REL_MAX + 8];
+    snprintf(dir, sizeof(dir), "%s/%s", c.box, c.to_cur ? "cur" : "new");
+    int rc = write_copy(md, &c, &iov, 1, err, errlen);
+    if (rc == 0)
+        rc = commit_copy(md, &c, err, errlen);
+    if (rc == 0 && (rc = group_fsync_dir(md, dir)) < 0) {
+        int saved = errno;
+        set_err(err, errlen, "cannot fsync %s/%s: %s", md->root, dir, strerror(saved));
+        errno = saved;
+    }
+    if (rc < 0) {
+        int saved = errno;
+        undo_copies(md, &c, 1);
+        errno = saved;
+        return -1;
+    }
+    return copy_name_out(c.name, name, namelen);
+}
+
+/* What copy and move do with a found message. */
+struct transfer {
+    const struct maildir *md;
+    int dstfd;
+    char newname[NAME_MAX + 1];
+};
+
+/* Splits "cur/<base>:2,FS" into the subdirectory ("cur") and the info
+ * (":2,FS", or "" for none). */
+static void split_path(const char *path, char *sub, size_t sublen, const char **info)
+{
+    const char *slash = strchr(path, '/');
+    snprintf(sub, sublen, "%.*s", (int)(slash - path), path);
+    const char *colon = strchr(slash + 1, ':');
+    *info = colon ? colon : "";
+}
+
+/* Fallback of a failed link: copy into dst's tmp/, fsync, rename. */
+static int copy_file(int boxfd, const char *path, int dstfd, const char *tmp, const char *to)
+{
+    int in = openat(boxfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (in < 0)
+        return -1;
+    int out = openat(dstfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    struct stat st;
+    int rc = out < 0 || fstat(in, &st) < 0 ? -1 : 0;
+    char buf[16384];
+    while (rc == 0) {
+        ssize_t got = read(in, buf, sizeof(buf));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            rc = got < 0 ? -1 : 0;
+            break;
+        }
+        struct iovec iov = { buf, (size_t)got };
+        rc = write_all(out, &iov, 1);
+    }
+    if (rc == 0)
+        rc = set_mtime(out, st.st_mtime) == 0 && fsync(out) == 0 ? 0 : -1;
+    int saved = errno;
+    close(in);
+    if (out >= 0 && close(out) < 0 && rc == 0) {
+        saved = errno;
+        rc = -1;
+    }
+    if (rc == 0 && renameat(dstfd, tmp, dstfd, to) < 0) {
+        saved = errno;
+        rc = -1;
+    }
+    if (rc < 0 && out >= 0)
+        unlinkat(dstfd, tmp, 0);
+    errno = saved == ENOENT ? EIO : saved;  /* ENOENT would mean "moved: retry" */
+    return rc;
+}
+
+static int link_found(int boxfd, const char *path, void *arg)
+{
+    struct transfer *t = arg;
+    char sub[8], to[PATH_MAX], tmp[PATH_MAX];
+    const char *info;
+    struct stat st;
+    if (fstatat(boxfd, path, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -1;
+    split_path(path, sub, sizeof(sub), &info);
+    unique_name(t->md, (uint64_t)st.st_size, t->newname, sizeof(t->newname));
+    snprintf(to, sizeof(to), "%s/%s%s", sub, t->newname, info);
+    if (linkat(boxfd, path, t->dstfd, to, 0) == 0)
+        return 0;
+    if (errno == ENOENT || errno == EEXIST)
+        return -1;      /* moved meanwhile (retried), or impossible */
+    snprintf(tmp, sizeof(tmp), "tmp/%s", t->newname);
+    return copy_file(boxfd, path, t->dstfd, tmp, to);
+}
+
+static int move_found(int boxfd, const char *path, void *arg)
+{
+    struct transfer *t = arg;
+    char sub[8], to[PATH_MAX];
+    const char *info;
+    split_path(path, sub, sizeof(sub), &info);
+    const char *base = strchr(path, '/') + 1;
+    size_t baselen = info[0] ? (size_t)(info - base) : strlen(base);
+    snprintf(t->newname, sizeof(t->newname), "%.*s", (int)baselen, base);
+    snprintf(to, sizeof(to), "%s/%s%s", sub, t->newname, info);
+    if (rename_noreplace(boxfd, path, t->dstfd, to) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return -1;
+    /* The same name in dst (a message moved back and forth): a new one. */
+    unique_name(t->md, 0, t->newname, sizeof(t->newname));
+    snprintf(to, sizeof(to), "%s/%s%s", sub, t->newname, info);
+    return rename_noreplace(boxfd, path, t->dstfd, to);
+}
+
+static int transfer(void *be, const char *address, const char *src, const char *name,
+                    const char *dst, char *newname, size_t namelen, msg_use_fn use)
+{
+    struct transfer t = { be, -1, "" };
+    if (!newname || namelen <= NAME_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    if ((t.dstfd = open_box(be, address, dst)) < 0)
+        return -1;
+    int rc = with_msg(be, address, src, name, use, &t);
+    int saved = errno;
+    close(t.dstfd);
+    if (rc < 0) {
+        errno = saved;
+        return -1;
+    }
+    return copy_name_out(t.newname, newname, namelen);
+}
+
+static int md_copy(void *be, const char *address, const char *src, const char *name,
+                   const char *dst, char *newname, size_t namelen)
+{
+    return transfer(be, address, src, name, dst, newname, namelen, link_found);
+}
+
+static int md_move(void *be, const char *address, const char *src, const char *name,
+                   const char *dst, char *newname, size_t namelen)
+{
+    return transfer(be, address, src, name, dst, newname, namelen, move_found);
+}
+
+static int md_sync_folder(void *be, const char *address, const char *folder)
+{
+    struct maildir *md = be;
+    int boxfd = open_box(md, address, folder);
+    if (boxfd < 0)
+        return -1;
+    int rc = 0;
+    if (fsync_dir(boxfd, "new") < 0 && errno != ENOENT)
+        rc = -1;
+    if (fsync_dir(boxfd, "cur") < 0 && errno != ENOENT)
+        rc = -1;
+    int saved = errno;
+    close(boxfd);
+    errno = saved;
+    return rc;
+}
+
+/* --- Metadata files beside the messages ----------------------------------------------- */
+
+#define META_TMP_SUFFIX ".posthorn-tmp"
+
+static bool valid_meta_name(const char *file)
+{
+    static const char *const own[] = { "cur", "new", "tmp", "maildirfolder" };
+    size_t len = file ? strlen(file) : 0;
+    if (!valid_part(file, len) || len + sizeof(META_TMP_SUFFIX) > NAME_MAX || strchr(file, ':'))
+        return false;
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (strcmp(file, own[i]) == 0)
+            return false;
+    return true;
+}
+
+static int read_meta_fd(int fd, char **data, size_t *len, size_t max)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    if (!S_ISREG(st.st_mode)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if ((uint64_t)st.st_size > max) {
+        errno = EFBIG;
+        return -1;
+    }
+    size_t size = (size_t)st.st_size, got = 0;
+    char *buf = malloc(size + 1);
+    if (!buf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    while (got < size) {
+        ssize_t n = read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int saved = errno;
+            free(buf);
+            errno = saved;
+            return -1;
+        }
+        if (n == 0)
+            break;      /* shrunk meanwhile */
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    *data = buf;
+    *len = got;
+    return 0;
+}
+
+static int md_meta_read(void *be, const char *address, const char *folder, const char *file,
+                        char **data, size_t *len, size_t max)
+{
+    *data = NULL;
+    *len = 0;
+    if (!valid_meta_name(file)) {
+        errno = EINVAL;
+        return -1;
+    }
+    int boxfd = open_box(be, address, folder);
+    if (boxfd < 0)
+        return -1;
+    int fd = openat(boxfd, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int rc = fd < 0 ? -1 : read_meta_fd(fd, data, len, max);
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    close(boxfd);
+    errno = saved;
+    return rc;
+}
+
+static int write_meta_fd(int fd, const char *data, size_t len)
+{
+    struct iovec iov = { (void *)data, len };
+    int rc = write_all(fd, &iov, 1);
+    int saved = errno;
+    if (close(fd) < 0 && rc == 0)
+        return -1;
+    errno = saved;
+    return rc;
+}
+
+static int md_meta_write(void *be, const char *address, const char *folder, const char *file,
+                         const char *data, size_t len, bool append)
+{
+    char tmp[NAME_MAX + 1];
+    if (!valid_meta_name(file) || (len > 0 && !data)) {
+        errno = EINVAL;
+        return -1;
+    }
+    int boxfd = open_box(be, address, folder);
+    if (boxfd < 0)
+        return -1;
+    int rc;
+    if (append) {
+        int fd = openat(boxfd, file, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+        rc = fd < 0 ? -1 : write_meta_fd(fd, data, len);
+    } else {
+        snprintf(tmp, sizeof(tmp), "%s%s", file, META_TMP_SUFFIX);
+        int fd = openat(boxfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        rc = fd < 0 ? -1 : write_meta_fd(fd, data, len);
+        if (rc == 0)
+            rc = renameat(boxfd, tmp, boxfd, file);
+        if (rc < 0 && fd >= 0) {
+            int saved = errno;
+            unlinkat(boxfd, tmp, 0);
+            errno = saved;
+        }
+    }
+    int saved = errno;
+    close(boxfd);
+    errno = saved;
+    return rc;
+}
+
 /* --- Folders -------------------------------------------------------------------- */
 
 static int cmp_str(const void *a, const void *b)
@@ -1218,19 +1565,31 @@ static int md_folder_delete(void *be, const char *address, const char *folder)
     return rc;
 }
 
-/* rename that refuses to replace an existing target. */
 static int rename_new(int dirfd, const char *from, const char *to)
 {
-    if (renameat2(dirfd, from, dirfd, to, RENAME_NOREPLACE) == 0)
-        return 0;
-    if (errno != EINVAL && errno != ENOSYS)
-        return -1;
+    return rename_noreplace(dirfd, from, dirfd, to);
+}
+
+/* Refuses a rename before touching anything: every target ".<to>" and
+ * ".<to>.x" must be free and short enough. */
+static int check_targets(int mbfd, char **kids, size_t n, size_t fromlen, const char *to)
+{
+    char b[NAME_MAX + 2];
     struct stat st;
-    if (fstatat(dirfd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        errno = EEXIST;
-        return -1;
+    for (size_t i = 0; i <= n; i++) {
+        int bl = snprintf(b, sizeof(b), ".%s%s", to, i < n ? kids[i] + fromlen : "");
+        if (bl < 0 || (size_t)bl > NAME_MAX) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        if (fstatat(mbfd, b, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            errno = EEXIST;
+            return -1;
+        }
+        if (errno != ENOENT)
+            return -1;
     }
-    return renameat(dirfd, from, dirfd, to);
+    return 0;
 }
 
 /* Renames ".<from>.x" to ".<to>.x" for each collected child "from.x". */
@@ -1271,9 +1630,16 @@ static int md_folder_rename(void *be, const char *address, const char *from, con
     char **kids;
     size_t nkids;
     snprintf(kidprefix, sizeof(kidprefix), "%s.", from);
+    struct stat st;
+    snprintf(a, sizeof(a), ".%s", from);
     int rc = collect_folders(mbfd, kidprefix, &kids, &nkids);
+    if (rc == 0 && nkids == 0 && fstatat(mbfd, a, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        rc = -1;    /* no such folder (ENOENT) comes before a taken target */
+    if (rc == 0)
+        rc = check_targets(mbfd, kids, nkids, flen, to);
+    if (rc < 0)
+        mailstore_folders_free(kids, nkids);
     if (rc == 0) {
-        snprintf(a, sizeof(a), ".%s", from);
         snprintf(b, sizeof(b), ".%s", to);
         rc = rename_new(mbfd, a, b);
         if (rc < 0 && errno == ENOENT && nkids > 0)
@@ -1426,6 +1792,12 @@ const struct mailstore_backend_ops mailstore_maildir_ops = {
     .open_msg = md_open_msg,
     .set_flags = md_set_flags,
     .remove = md_remove,
+    .append = md_append,
+    .copy = md_copy,
+    .move = md_move,
+    .sync_folder = md_sync_folder,
+    .meta_read = md_meta_read,
+    .meta_write = md_meta_write,
     .folders = md_folders,
     .folder_create = md_folder_create,
     .folder_delete = md_folder_delete,

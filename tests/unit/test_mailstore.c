@@ -456,6 +456,158 @@ TEST(folders)
     CHECK_INT(count_dir("example.com/folders", NULL, 0), 5);
 }
 
+TEST(append_single)
+{
+    const char *a = "app@example.com";
+    char name[256], rel[600], body[256], path[768], err[256];
+    struct stat st;
+    /* INBOX created when missing; no flags: new/, the given mtime. */
+    CHECK_INT(mailstore_append(ms, a, NULL, MSG, sizeof(MSG) - 1, NULL, 1000000000, name,
+                               sizeof(name), err, sizeof(err)), 0);
+    snprintf(rel, sizeof(rel), "example.com/app/new/%s", name);
+    CHECK_INT(read_rel(rel, body, sizeof(body)), sizeof(MSG) - 1);
+    pathf(path, sizeof(path), rel);
+    CHECK(stat(path, &st) == 0 && st.st_mtime == 1000000000);
+    CHECK(strstr(name, ".testhost,S=") != NULL);
+    /* Flags, even none: cur/ with ":2,<flags>". */
+    CHECK_INT(mailstore_append(ms, a, "INBOX", MSG, sizeof(MSG) - 1, "SD", 0, name,
+                               sizeof(name), err, sizeof(err)), 0);
+    snprintf(rel, sizeof(rel), "example.com/app/cur/%s:2,DS", name);
+    CHECK(exists(rel));
+    CHECK_INT(mailstore_append(ms, a, NULL, "", 0, "", 0, name, sizeof(name), err,
+                               sizeof(err)), 0);
+    snprintf(rel, sizeof(rel), "example.com/app/cur/%s:2,", name);
+    CHECK(exists(rel));
+    /* Another folder must exist; nothing is left behind on failure. */
+    CHECK_INT(mailstore_append(ms, a, "Nope", MSG, 3, NULL, 0, name, sizeof(name), err,
+                               sizeof(err)), -1);
+    CHECK_INT(errno, ENOENT);
+    CHECK(!exists("example.com/app/.Nope"));
+    CHECK_INT(mailstore_append(ms, a, NULL, MSG, 3, "S:", 0, name, sizeof(name), err,
+                               sizeof(err)), -1);
+    CHECK_INT(errno, EINVAL);
+    CHECK_INT(mailstore_append(ms, a, NULL, MSG, 3, NULL, 0, name, 8, err, sizeof(err)), -1);
+    CHECK_INT(count_dir("example.com/app/tmp", NULL, 0), 0);
+    CHECK_INT(count_dir("example.com/app/new", NULL, 0), 1);
+    CHECK_INT(count_dir("example.com/app/cur", NULL, 0), 2);
+}
+
+TEST(copy_move_between_folders)
+{
+    const char *a = "xfer@example.com";
+    char name[256], copy[256], moved[256], rel[600], path[768], err[256];
+    struct stat st;
+    CHECK_INT(mailstore_folder_create(ms, a, "Dst"), 0);
+    CHECK_INT(mailstore_append(ms, a, NULL, MSG, sizeof(MSG) - 1, "S", 1100000000, name,
+                               sizeof(name), err, sizeof(err)), 0);
+    /* Copy: a second name (hard link) in the same subdirectory, same info. */
+    CHECK_INT(mailstore_copy(ms, a, NULL, name, "Dst", copy, sizeof(copy)), 0);
+    CHECK(strcmp(copy, name) != 0);
+    snprintf(rel, sizeof(rel), "example.com/xfer/.Dst/cur/%s:2,S", copy);
+    pathf(path, sizeof(path), rel);
+    CHECK(stat(path, &st) == 0 && st.st_nlink == 2 && st.st_mtime == 1100000000);
+    CHECK_INT(mailstore_sync_folder(ms, a, "Dst"), 0);
+    /* Copies into the same folder work too. */
+    CHECK_INT(mailstore_copy(ms, a, NULL, name, NULL, moved, sizeof(moved)), 0);
+    CHECK_INT(count_dir("example.com/xfer/cur", NULL, 0), 2);
+    CHECK_INT(mailstore_remove(ms, a, NULL, moved), 0);
+
+    /* Move: the same base name, gone from the source. */
+    CHECK_INT(mailstore_move(ms, a, NULL, name, "Dst", moved, sizeof(moved)), 0);
+    CHECK_STR(moved, name);
+    snprintf(rel, sizeof(rel), "example.com/xfer/.Dst/cur/%s:2,S", name);
+    CHECK(exists(rel));
+    CHECK_INT(count_dir("example.com/xfer/cur", NULL, 0), 0);
+    /* A name taken in dst (here: moved within one folder) gets a fresh one. */
+    CHECK_INT(mailstore_copy(ms, a, "Dst", name, NULL, copy, sizeof(copy)), 0);
+    CHECK_INT(mailstore_move(ms, a, NULL, copy, "Dst", moved, sizeof(moved)), 0);
+    CHECK_STR(moved, copy);
+    CHECK_INT(mailstore_move(ms, a, "Dst", name, "Dst", moved, sizeof(moved)), 0);
+    CHECK(strcmp(moved, name) != 0);
+    snprintf(rel, sizeof(rel), "example.com/xfer/.Dst/cur/%s:2,S", moved);
+    CHECK(exists(rel));
+    CHECK_INT(count_dir("example.com/xfer/.Dst/cur", NULL, 0), 3);
+
+    CHECK_INT(mailstore_move(ms, a, NULL, name, "Dst", moved, sizeof(moved)), -1);
+    CHECK_INT(errno, ENOENT);
+    CHECK_INT(mailstore_copy(ms, a, "Dst", moved, "Gone", copy, sizeof(copy)), -1);
+    CHECK_INT(errno, ENOENT);
+    CHECK_INT(mailstore_sync_folder(ms, a, "Gone"), -1);
+}
+
+TEST(meta_files)
+{
+    const char *a = "meta@example.com";
+    char *data = NULL;
+    size_t len = 0;
+    struct mailstore_msglist l;
+    CHECK_INT(mailstore_meta_write(ms, a, NULL, "dovecot-uidlist", "x", 1, false), -1);
+    CHECK_INT(errno, ENOENT);     /* no mailbox yet */
+    CHECK_INT(deliver1(a, NULL, NULL), 0);
+    CHECK_INT(mailstore_meta_write(ms, a, NULL, "dovecot-uidlist", "more\n", 5, true), -1);
+    CHECK_INT(errno, ENOENT);     /* append needs the file */
+    CHECK_INT(mailstore_meta_write(ms, a, NULL, "dovecot-uidlist", "3 V1 N1\n", 8, false), 0);
+    CHECK_INT(mailstore_meta_write(ms, a, NULL, "dovecot-uidlist", "1 :x\n", 5, true), 0);
+    CHECK_INT(mailstore_meta_read(ms, a, NULL, "dovecot-uidlist", &data, &len, 1024), 0);
+    CHECK_INT(len, 13);
+    CHECK_STR(data, "3 V1 N1\n1 :x\n");
+    free(data);
+    CHECK_INT(mailstore_meta_read(ms, a, NULL, "dovecot-uidlist", &data, &len, 4), -1);
+    CHECK_INT(errno, EFBIG);
+    CHECK(!exists("example.com/meta/dovecot-uidlist.posthorn-tmp"));
+    const char *bad[] = { "cur", "tmp", "new", "maildirfolder", ".hidden", "a/b", "", NULL };
+    for (int i = 0; bad[i]; i++) {
+        CHECK_INT(mailstore_meta_write(ms, a, NULL, bad[i], "x", 1, false), -1);
+        CHECK_INT(errno, EINVAL);
+    }
+    CHECK_INT(mailstore_meta_read(ms, a, NULL, "nope", &data, &len, 10), -1);
+    CHECK_INT(errno, ENOENT);
+    /* Listings ignore it and the index file. */
+    CHECK_INT(mailstore_folder_create(ms, a, "F"), 0);
+    CHECK_INT(mailstore_meta_write(ms, a, "F", "dovecot-uidlist", "3 V1 N1\n", 8, false), 0);
+    int fd = -1;
+    char p[768];
+    pathf(p, sizeof(p), "example.com/meta/posthorn-index.db");
+    fd = open(p, O_WRONLY | O_CREAT, 0600);
+    CHECK(fd >= 0);
+    if (fd >= 0)
+        close(fd);
+    CHECK_INT(mailstore_list(ms, a, NULL, &l), 0);
+    CHECK_INT(l.n, 1);
+    mailstore_msglist_free(&l);
+    CHECK_INT(mailstore_list(ms, a, "F", &l), 0);
+    CHECK_INT(l.n, 0);
+    mailstore_msglist_free(&l);
+    const char *const want[] = { "F" };
+    check_folders(a, want, 1);
+    uint64_t used = 0;
+    CHECK_INT(mailstore_usage(ms, a, &used), 0);
+    CHECK_INT(used, sizeof(MSG) - 1);
+}
+
+TEST(folder_rename_checks_first)
+{
+    const char *a = "renchk@example.com";
+    CHECK_INT(mailstore_folder_create(ms, a, "A"), 0);
+    CHECK_INT(mailstore_folder_create(ms, a, "A.b"), 0);
+    CHECK_INT(mailstore_folder_create(ms, a, "A.c"), 0);
+    CHECK_INT(mailstore_folder_create(ms, a, "Z.c"), 0);
+    /* "Z.c" is taken: nothing is renamed. */
+    CHECK_INT(mailstore_folder_rename(ms, a, "A", "Z"), -1);
+    CHECK_INT(errno, EEXIST);
+    const char *const w[] = { "A", "A.b", "A.c", "Z.c" };
+    check_folders(a, w, 4);
+    /* Deleting leaves no hidden directory that a listing, usage or the tmp/
+     * cleanup could see. */
+    CHECK_INT(deliver1(a, "A", NULL), 0);
+    CHECK_INT(mailstore_folder_delete(ms, a, "A"), 0);
+    const char *const w2[] = { "A.b", "A.c", "Z.c" };
+    check_folders(a, w2, 3);
+    uint64_t used = 1;
+    CHECK_INT(mailstore_usage(ms, a, &used), 0);
+    CHECK_INT(used, 0);
+}
+
 TEST(remove_mailbox)
 {
     CHECK_INT(deliver1("gone@example.com", "Junk", NULL), 0);
@@ -512,6 +664,10 @@ int main(void)
     RUN(cleanup_tmp);
     RUN(read_roundtrip);
     RUN(folders);
+    RUN(append_single);
+    RUN(copy_move_between_folders);
+    RUN(meta_files);
+    RUN(folder_rename_checks_first);
     RUN(remove_mailbox);
     RUN(mailbox_path);
     mailstore_close(ms);
