@@ -31,7 +31,8 @@ enum kind {
     K_BOOL,    /* bool: 0 or 1 */
     K_UINT,    /* unsigned integer field (4 or 8 bytes) within [min, max] */
     K_ENUM,    /* int-sized enum: index into names */
-    K_SIZE,    /* uint64_t: bytes, 0 .. 2^40 */
+    K_SIZE,    /* uint64_t: bytes, 0 .. 2^40; with .units also 25M, 10K, 1G (1024-based) */
+    K_DOUBLE,  /* double: a decimal number within [dmin, dmax] */
 };
 
 /* Returns true when a (non-empty) string value is acceptable. */
@@ -46,6 +47,8 @@ struct setting_def {
     size_t offset;
     size_t size;                /* sizeof the field */
     uint64_t min, max;          /* K_UINT */
+    double dmin, dmax;          /* K_DOUBLE */
+    bool units;                 /* K_SIZE: K, M, G, T suffixes accepted */
     const char *const *names;   /* K_ENUM: accepted values, index = enum value */
     size_t nnames;
     enum_parse_fn parse;        /* K_ENUM: NULL = match names exactly */
@@ -58,6 +61,7 @@ struct setting_def {
 
 _Static_assert(sizeof(enum ssl_type) == sizeof(int), "enum ssl_type is int-sized");
 _Static_assert(sizeof(enum tls_level) == sizeof(int), "enum tls_level is int-sized");
+_Static_assert(sizeof(enum spf_dns_error) == sizeof(int), "enum spf_dns_error is int-sized");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is int-sized");
 _Static_assert(sizeof(uid_t) == 4 && sizeof(gid_t) == 4, "32-bit uid_t/gid_t");
 _Static_assert(sizeof(unsigned) == 4, "32-bit unsigned");
@@ -67,6 +71,7 @@ _Static_assert(LOG_ERROR == 0 && LOG_WARN == 1 && LOG_INFO == 2 && LOG_DEBUG == 
 static const char *const log_level_names[] = { "error", "warn", "info", "debug", "trace" };
 static const char *const ssl_type_names[] = { "self-signed", "manual", "letsencrypt" };
 static const char *const tls_level_names[] = { "modern", "intermediate" };
+static const char *const spf_dns_error_names[] = { "tempfail", "skip" };
 
 static int parse_log_level(const char *value, int *out)
 {
@@ -84,11 +89,16 @@ static bool check_hostport(const char *v);
 static bool check_relay_host(const char *v);
 static bool check_secret(const char *v);
 static bool check_networks(const char *v);
+static bool check_text(const char *v);
+static bool check_dnsbl_zones(const char *v);
 
 #define PATH_ROW(n, d, f) { .name = n, .def = d, .kind = K_PATH, FIELD(f) }
 #define LISTEN_ROW(n, d, f) { .name = n, .def = d, .kind = K_LISTEN, FIELD(f) }
 #define BOOL_ROW(n, d, f) { .name = n, .def = d, .kind = K_BOOL, FIELD(f) }
 #define SIZE_ROW(n, d, f) { .name = n, .def = d, .kind = K_SIZE, FIELD(f) }
+#define SIZE_UNITS_ROW(n, d, f) { .name = n, .def = d, .kind = K_SIZE, FIELD(f), .units = true }
+#define DOUBLE_ROW(n, d, f, lo, hi) \
+    { .name = n, .def = d, .kind = K_DOUBLE, FIELD(f), .dmin = lo, .dmax = hi }
 #define UINT_ROW(n, d, f, lo, hi) \
     { .name = n, .def = d, .kind = K_UINT, FIELD(f), .min = lo, .max = hi }
 #define ENUM_ROW(n, d, f, nm, p) \
@@ -159,6 +169,36 @@ static const struct setting_def table[] = {
     UINT_ROW("SMTP_MAX_RECIPIENTS", "1000", smtp_max_recipients, 1, 100000),
     UINT_ROW("SMTP_TIMEOUT", "300", smtp_timeout, 1, 86400),
     UINT_ROW("WORKER_THREADS", "16", worker_threads, 1, 256),
+
+    BOOL_ROW("ENABLE_POLICYD_SPF", "1", enable_policyd_spf),
+    ENUM_ROW("SPF_DNS_ERROR", "tempfail", spf_dns_error, spf_dns_error_names, NULL),
+    BOOL_ROW("ENABLE_CLAMAV", "0", enable_clamav),
+    SIZE_UNITS_ROW("CLAMAV_MESSAGE_SIZE_LIMIT", "25M", clamav_message_size_limit),
+    BOOL_ROW("ENABLE_SPAMASSASSIN", "0", enable_spamassassin),
+    DOUBLE_ROW("SA_TAG", "2.0", sa_tag, -1000.0, 10000.0),
+    DOUBLE_ROW("SA_TAG2", "6.31", sa_tag2, -1000.0, 10000.0),
+    DOUBLE_ROW("SA_KILL", "10.0", sa_kill, -1000.0, 10000.0),
+    STRING_ROW("SPAM_SUBJECT", "", spam_subject, check_text,
+               "text of at most 200 characters without control characters"),
+    BOOL_ROW("MOVE_SPAM_TO_JUNK", "1", move_spam_to_junk),
+    BOOL_ROW("MARK_SPAM_AS_READ", "0", mark_spam_as_read),
+    BOOL_ROW("ENABLE_DNSBL", "0", enable_dnsbl),
+    /* docker-mailserver's postscreen_dnsbl_sites, as zone*weight (its
+     * return-code filters dropped; dnsbl.sorbs.net, closed in 2024, left
+     * out; list.dnswl.org as one allowlist entry). */
+    STRING_ROW("DNSBL_ZONES",
+               "zen.spamhaus.org*3,bl.mailspike.net*1,b.barracudacentral.org*2,"
+               "bl.spameatingmonkey.net*1,psbl.surriel.com*1,list.dnswl.org*-3",
+               dnsbl_zones, check_dnsbl_zones,
+               "a comma-separated list of zone or zone*weight entries (at most 32; "
+               "weight a number from -100 to 100), e.g. zen.spamhaus.org*3,list.dnswl.org*-5"),
+    UINT_ROW("DNSBL_THRESHOLD", "3", dnsbl_threshold, 1, 1000),
+    BOOL_ROW("ENABLE_POSTGREY", "0", enable_postgrey),
+    UINT_ROW("POSTGREY_DELAY", "300", postgrey_delay, 0, 86400),
+    UINT_ROW("POSTGREY_MAX_AGE", "35", postgrey_max_age, 1, 3650),
+    STRING_ROW("POSTGREY_TEXT", "Delayed by Postgrey", postgrey_text, check_text,
+               "text of at most 200 characters without control characters"),
+    UINT_ROW("POSTGREY_AUTO_WHITELIST_CLIENTS", "5", postgrey_auto_whitelist_clients, 0, 100000),
 };
 
 #define NSETTINGS NNAMES(table)
@@ -286,6 +326,90 @@ static bool check_networks(const char *v)
     return netmatch_valid(v);
 }
 
+/* Text that goes into a header or an SMTP reply. */
+static bool check_text(const char *v)
+{
+    return strlen(v) <= 200 && !has_control(v);
+}
+
+/* Strict decimal number: [-+]digits[.digits]; no exponent, hex, inf or nan. */
+static int parse_decimal(const char *v, size_t len, double *out)
+{
+    size_t i = 0, digits = 0;
+    if (i < len && (v[i] == '-' || v[i] == '+'))
+        i++;
+    for (; i < len && v[i] >= '0' && v[i] <= '9'; i++)
+        digits++;
+    if (i < len && v[i] == '.')
+        for (i++; i < len && v[i] >= '0' && v[i] <= '9'; i++)
+            digits++;
+    if (i != len || digits == 0 || len > 32)
+        return -1;
+    char tmp[40];
+    memcpy(tmp, v, len);
+    tmp[len] = '\0';
+    *out = strtod(tmp, NULL);
+    return 0;
+}
+
+static bool dns_label_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_';
+}
+
+/* A DNS zone name: labels of 1..63 letters, digits, '-' or '_', at most
+ * 253 characters in all (the client address's labels are prefixed). */
+static bool zone_valid(const char *z, size_t len)
+{
+    if (len == 0 || len > 200 || z[0] == '.' || z[len - 1] == '.')
+        return false;
+    size_t label = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (z[i] == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if (!dns_label_char(z[i]) || ++label > 63) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int settings_dnsbl_zones(const char *spec, struct dnsbl_zone *out, size_t max)
+{
+    size_t n = 0;
+    const char *p = spec;
+    for (;;) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        size_t len = strcspn(p, ", \t");
+        const char *star = memchr(p, '*', len);
+        size_t zlen = star ? (size_t)(star - p) : len;
+        double weight = 1.0;
+        if (star && (parse_decimal(star + 1, len - zlen - 1, &weight) < 0 ||
+                     weight < -100.0 || weight > 100.0))
+            return -1;
+        if (!zone_valid(p, zlen) || n >= max)
+            return -1;
+        memcpy(out[n].zone, p, zlen);
+        out[n].zone[zlen] = '\0';
+        out[n].weight = weight;
+        n++;
+        p += len;
+    }
+    return (int)n;
+}
+
+static bool check_dnsbl_zones(const char *v)
+{
+    struct dnsbl_zone zones[SETTINGS_DNSBL_ZONES_MAX];
+    return strlen(v) <= 4096 && settings_dnsbl_zones(v, zones, SETTINGS_DNSBL_ZONES_MAX) > 0;
+}
+
 static bool parse_port(const char *p)
 {
     size_t n = strlen(p);
@@ -340,6 +464,46 @@ static int parse_u64(const char *v, uint64_t *out)
     }
     *out = x;
     return 0;
+}
+
+/* Digits with an optional unit K, M, G, T (and KB, MB, ...), 1024-based
+ * as in CLAMAV_MESSAGE_SIZE_LIMIT=25M and `setup quota set`. */
+static int parse_size_units(const char *v, uint64_t *out)
+{
+    size_t n = strspn(v, "0123456789");
+    if (n == 0 || n > 19)
+        return -1;
+    char digits[20];
+    memcpy(digits, v, n);
+    digits[n] = '\0';
+    uint64_t x;
+    if (parse_u64(digits, &x) != 0)
+        return -1;
+    const char *u = v + n;
+    static const char units[] = "KMGT";
+    int shift = 0;
+    if (*u) {
+        char c = (char)(*u >= 'a' && *u <= 'z' ? *u - 32 : *u);
+        const char *p = strchr(units, c);
+        if (!p || !c || !(u[1] == '\0' || ((u[1] == 'B' || u[1] == 'b') && u[2] == '\0')))
+            return -1;
+        shift = (int)(p - units + 1) * 10;
+    }
+    if (x > (UINT64_MAX >> shift))
+        return -1;
+    *out = x << shift;
+    return 0;
+}
+
+/* The shortest text that reads back as the same double ("6.31", not
+ * "6.3099999999999996"), for settings_dump. */
+static void format_double(double x, char *out, size_t len)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, len, "%.*f", prec, x);
+        if (strtod(out, NULL) == x)
+            break;
+    }
 }
 
 /* ---- storing one row ---- */
@@ -428,9 +592,13 @@ static int apply_number(struct settings *s, const struct setting_def *d, const c
         snprintf(acc, sizeof acc, "an integer from %llu to %llu", (unsigned long long)lo,
                  (unsigned long long)hi);
     }
+    if (d->units)
+        snprintf(acc, sizeof acc, "a number of bytes from 0 to %llu, or with a unit K, M, G, T "
+                 "(1024-based, e.g. 25M)", (unsigned long long)hi);
     /* bools are exactly "0" or "1": no leading zeros */
     bool bad_bool = d->kind == K_BOOL && strlen(v) != 1;
-    if (bad_bool || parse_u64(v, &x) != 0 || x < lo || x > hi) {
+    int rc = d->units ? parse_size_units(v, &x) : parse_u64(v, &x);
+    if (bad_bool || rc != 0 || x < lo || x > hi) {
         invalid(d, v, acc, err, errlen);
         return -1;
     }
@@ -440,6 +608,20 @@ static int apply_number(struct settings *s, const struct setting_def *d, const c
     } else {
         store_uint(s, d, x);
     }
+    return 0;
+}
+
+static int apply_double(struct settings *s, const struct setting_def *d, const char *v,
+                        char *err, size_t errlen)
+{
+    double x;
+    if (parse_decimal(v, strlen(v), &x) != 0 || x < d->dmin || x > d->dmax) {
+        char acc[128];
+        snprintf(acc, sizeof acc, "a decimal number from %g to %g, e.g. 6.31", d->dmin, d->dmax);
+        invalid(d, v, acc, err, errlen);
+        return -1;
+    }
+    memcpy(field(s, d), &x, sizeof x);
     return 0;
 }
 
@@ -486,6 +668,8 @@ static int apply(struct settings *s, const struct setting_def *d, const char *va
     case K_UINT:
     case K_SIZE:
         return apply_number(s, d, v, err, errlen);
+    case K_DOUBLE:
+        return apply_double(s, d, v, err, errlen);
     }
     return -1;
 }
@@ -880,6 +1064,14 @@ void settings_dump(const struct settings *s, FILE *out)
         case K_SIZE:
             fprintf(out, "%s=%llu\n", d->name, (unsigned long long)load_uint(s, d));
             break;
+        case K_DOUBLE: {
+            double x;
+            memcpy(&x, cfield(s, d), sizeof x);
+            char text[40];
+            format_double(x, text, sizeof text);
+            fprintf(out, "%s=%s\n", d->name, text);
+            break;
+        }
         }
     }
 }

@@ -23,6 +23,8 @@
 
 enum ssl_type { SSL_TYPE_SELF_SIGNED, SSL_TYPE_MANUAL, SSL_TYPE_LETSENCRYPT };
 enum tls_level { TLS_LEVEL_MODERN, TLS_LEVEL_INTERMEDIATE };
+/* SPF_DNS_ERROR: what a DNS failure during the SPF check does. */
+enum spf_dns_error { SPF_DNS_ERROR_TEMPFAIL, SPF_DNS_ERROR_SKIP };
 
 struct settings {
     /* Where things live (DESIGN.md, Data). */
@@ -84,7 +86,46 @@ struct settings {
     unsigned smtp_max_recipients;    /* SMTP_MAX_RECIPIENTS 1000 */
     unsigned smtp_timeout;           /* SMTP_TIMEOUT 300 seconds idle, RFC 5321 4.5.3.2 */
     unsigned worker_threads;         /* WORKER_THREADS 16 */
+
+    /* Inbound filtering (filters/, issue 6). docker-mailserver's names,
+     * meanings and defaults unless marked [posthorn]. Port 25 only; PERMIT_
+     * NETWORKS clients and authenticated submission get the virus scan only. */
+    bool enable_policyd_spf;         /* ENABLE_POLICYD_SPF 1 */
+    enum spf_dns_error spf_dns_error; /* SPF_DNS_ERROR tempfail [posthorn]: tempfail | skip */
+    bool enable_clamav;              /* ENABLE_CLAMAV 0 */
+    uint64_t clamav_message_size_limit; /* CLAMAV_MESSAGE_SIZE_LIMIT 25M (K/M/G/T units) */
+    /* Spam scoring (rules, Bayes, GTUBE, the X-Spam headers and the SA_*
+     * actions); the name is docker-mailserver's, the engine posthorn's. */
+    bool enable_spamassassin;        /* ENABLE_SPAMASSASSIN 0 */
+    double sa_tag;                   /* SA_TAG 2.0: X-Spam-Score/-Status/-Level from here */
+    double sa_tag2;                  /* SA_TAG2 6.31: spam (X-Spam-Flag: YES, Junk, subject) */
+    double sa_kill;                  /* SA_KILL 10.0: refused with 554 5.7.1 */
+    char *spam_subject;              /* SPAM_SUBJECT "": Subject prefix for spam */
+    bool move_spam_to_junk;          /* MOVE_SPAM_TO_JUNK 1 */
+    bool mark_spam_as_read;          /* MARK_SPAM_AS_READ 0 */
+    bool enable_dnsbl;               /* ENABLE_DNSBL 0 */
+    char *dnsbl_zones;               /* DNSBL_ZONES zone*weight,... (settings_dnsbl_zones) */
+    unsigned dnsbl_threshold;        /* DNSBL_THRESHOLD 3: summed weight refused at connect */
+    bool enable_postgrey;            /* ENABLE_POSTGREY 0 */
+    unsigned postgrey_delay;         /* POSTGREY_DELAY 300 seconds */
+    unsigned postgrey_max_age;       /* POSTGREY_MAX_AGE 35 days */
+    char *postgrey_text;             /* POSTGREY_TEXT "Delayed by Postgrey" */
+    unsigned postgrey_auto_whitelist_clients; /* POSTGREY_AUTO_WHITELIST_CLIENTS 5; 0 = never */
 };
+
+/* One DNSBL_ZONES entry: "zone" or "zone*weight" (weight a decimal
+ * number, negative for allowlists; 1 when omitted, as in Postfix's
+ * postscreen_dnsbl_sites). */
+#define SETTINGS_DNSBL_ZONES_MAX 32
+struct dnsbl_zone {
+    char zone[254];
+    double weight;
+};
+
+/* Parses a DNSBL_ZONES value (comma- or space-separated entries). Returns
+ * the number of entries stored in out (at most max), or -1 when the value
+ * is invalid (a bad zone name or weight, more than max entries). */
+int settings_dnsbl_zones(const char *spec, struct dnsbl_zone *out, size_t max);
 
 /* Loads defaults, then `path` (may be NULL: no file), then the environment.
  * Returns 0, or -1 with a one-line reason in err (the caller prints it and

@@ -1,6 +1,6 @@
 /* The end of an SMTP transaction: the trace headers, then one worker job
- * that queues the copy for remote recipients and stores the local ones,
- * and only then the reply. See smtp_session.h. */
+ * that runs the end-of-data filters, queues the copy for remote recipients
+ * and stores the local ones, and only then the reply. See smtp_session.h. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +19,10 @@
 
 #define FROM_ADDRESSES_MAX 16   /* addresses checked in one From: header */
 
-enum delivery_result { DELIVERY_OK, DELIVERY_FAILED, DELIVERY_SPOOFED, DELIVERY_OVER_QUOTA };
+enum delivery_result {
+    DELIVERY_OK, DELIVERY_FAILED, DELIVERY_SPOOFED, DELIVERY_OVER_QUOTA,
+    DELIVERY_FILTERED,           /* refused by a filter (virus, spam score): fv */
+};
 
 struct delivery {
     struct smtp_session *s;
@@ -34,6 +37,9 @@ struct delivery {
     char err[256];
     enum quota_result quota;     /* DELIVERY_OVER_QUOTA: for over_quota_rcpt */
     char over_quota_rcpt[ACCOUNTS_ADDR_MAX + 1];
+    bool filter;                 /* the session has filters: run the end of data */
+    bool filter_data;            /* ... and some have an end-of-data hook */
+    struct pipeline_verdict fv;  /* DELIVERY_FILTERED: the reply */
 };
 
 const char *smtp_protocol_name(const struct smtp_session *s)
@@ -260,6 +266,78 @@ static bool from_header_owned(struct smtp_session *s)
     return true;
 }
 
+/* --- filters ------------------------------------------------------------------ */
+
+/* Puts `headers` in front of the trace headers (after Return-Path), so
+ * that the queued copy carries them too. */
+static int insert_headers(struct delivery *d, const struct buf *headers)
+{
+    if (!headers->len)
+        return 0;
+    struct buf out = BUF_INIT;
+    int rc = buf_append(&out, d->prefix.data, d->trace_off);
+    rc |= buf_append(&out, headers->data, headers->len);
+    rc |= buf_append(&out, d->prefix.data + d->trace_off, d->prefix.len - d->trace_off);
+    if (rc) {
+        buf_free(&out);
+        return -1;
+    }
+    buf_free(&d->prefix);
+    d->prefix = out;
+    return 0;
+}
+
+static void refuse(struct delivery *d, enum filter_verdict verdict, int code,
+                   const char *enhanced, const char *text)
+{
+    d->fv.verdict = verdict;
+    d->fv.code = code;
+    snprintf(d->fv.enhanced, sizeof d->fv.enhanced, "%s", enhanced);
+    snprintf(d->fv.text, sizeof d->fv.text, "%s", text);
+}
+
+/* The end-of-data filters, then the verdict on the whole message (spam
+ * score), its headers and where the local copies go. Returns false when
+ * the message is refused (d->fv says how). Blocking. */
+static bool filter_message(struct smtp_session *s, struct delivery *d)
+{
+    const struct settings *st = s->srv->settings;
+    const char *from = s->mail.from.mailbox;
+    if (d->filter_data) {
+        struct filter_txn t;
+        smtp_filter_txn(s, &t);
+        t.rcpts = (const char *const *)s->rcpts.v;
+        t.nrcpts = s->rcpts.n;
+        t.msg = s->msg.data;
+        t.len = s->msg.len;
+        pipeline_run(s->filters, FILTER_DATA, &t, s->filter_trusted, &d->fv);
+        if (d->fv.verdict != FILTER_ACCEPT) {
+            pipeline_log(s->filters, d->qid, from, pipeline_score(s->filters),
+                         d->fv.verdict == FILTER_TEMPFAIL ? "tempfail" : "reject");
+            return false;
+        }
+    }
+    struct pipeline_outcome o;
+    memset(&o, 0, sizeof o);
+    if (pipeline_finish(s->filters, st, smtp_hostname(s), s->filter_trusted, &s->msg, &o) < 0 ||
+        insert_headers(d, &o.headers) < 0) {
+        buf_free(&o.headers);
+        refuse(d, FILTER_TEMPFAIL, 451, "4.3.0", "Error: out of memory, try again later");
+        return false;
+    }
+    buf_free(&o.headers);
+    pipeline_log(s->filters, d->qid, from, o.score, pipeline_action_name(&o));
+    if (o.action == PIPELINE_REJECT) {
+        refuse(d, FILTER_REJECT, 554, "5.7.1", "Spam message rejected");
+        return false;
+    }
+    for (size_t i = 0; i < d->ntargets; i++) {
+        d->targets[i].folder = o.folder;
+        d->targets[i].flags = o.flags;
+    }
+    return true;
+}
+
 /* --- the worker job -------------------------------------------------------- */
 
 static int queue_remote(struct smtp_session *s, struct delivery *d)
@@ -309,6 +387,10 @@ static void delivery_work(void *arg)
     struct smtp_session *s = d->s;
     if (d->check_from && !from_header_owned(s)) {
         d->result = DELIVERY_SPOOFED;
+        return;
+    }
+    if (d->filter && !filter_message(s, d)) {
+        d->result = DELIVERY_FILTERED;
         return;
     }
     uint64_t size = (uint64_t)d->prefix.len + s->msg.len;
@@ -378,6 +460,11 @@ static void log_delivery(struct smtp_session *s, const struct delivery *d)
                  d->over_quota_rcpt,
                  d->quota == QUOTA_TOO_BIG ? "quota smaller than the message" : "full");
         break;
+    case DELIVERY_FILTERED:
+        log_info("smtp[%s]: %s: refused client=%s from=<%s> to=%s: %d %s %s", s->id, d->qid,
+                 s->peer, s->mail.from.mailbox, rcpts ? rcpts : "", d->fv.code,
+                 d->fv.enhanced, d->fv.text);
+        break;
     }
     buf_free(&to);
 }
@@ -408,6 +495,7 @@ static void delivery_done(void *arg)
     char full[sizeof d->over_quota_rcpt + 4] = "";
     if (smtp_strvec_has(&s->rcpts, d->over_quota_rcpt))
         snprintf(full, sizeof full, "<%s>: ", d->over_quota_rcpt);
+    struct pipeline_verdict fv = d->fv;
     delivery_free(d);
 
     smtp_transaction_reset(s);
@@ -432,6 +520,12 @@ static void delivery_done(void *arg)
         else
             smtp_reply_nocount(s, 452, "4.2.2", "%sMailbox full, try again later", full);
         break;
+    case DELIVERY_FILTERED:
+        if (fv.verdict == FILTER_TEMPFAIL)
+            smtp_reply_nocount(s, fv.code, fv.enhanced, "%s", fv.text);
+        else
+            smtp_reply(s, fv.code, fv.enhanced, "%s", fv.text);
+        break;
     }
     if (!smtp_stop_if_shutting_down(s))
         smtp_session_process(s);
@@ -455,6 +549,9 @@ void smtp_message_complete(struct smtp_session *s)
     for (size_t i = 0; i < s->mailboxes.n; i++)
         d->targets[i].address = s->mailboxes.v[i];
     d->check_from = s->authed && s->srv->settings->spoof_protection;
+    d->filter = s->filters != NULL;
+    d->filter_data = d->filter &&
+                     pipeline_wants(s->srv->settings, FILTER_DATA, s->filter_trusted);
     if (trace_headers(s, d) < 0 ||
         workers_submit(s->srv->workers, delivery_work, delivery_done, d) < 0) {
         delivery_free(d);

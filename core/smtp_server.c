@@ -160,6 +160,7 @@ void smtp_transaction_reset(struct smtp_session *s)
     s->bdat_last = false;
     s->bdat_discard = false;
     s->bdat_left = 0;
+    pipeline_session_clear(s->filters, FILTER_MAIL);
 }
 
 void smtp_session_close(struct smtp_session *s)
@@ -182,6 +183,7 @@ static void session_free(struct smtp_session *s)
     if (s->next)
         s->next->prev = s->prev;
     session_count--;
+    pipeline_session_free(s->filters);
     free(s);
 }
 
@@ -216,6 +218,43 @@ bool smtp_stop_if_shutting_down(struct smtp_session *s)
     return true;
 }
 
+/* --- filters (filters/pipeline.h) -------------------------------------------- */
+
+void smtp_filter_txn(const struct smtp_session *s, struct filter_txn *t)
+{
+    memset(t, 0, sizeof *t);
+    t->srv = s->srv;
+    t->id = s->id;
+    t->client = &s->peer_sa;
+    t->client_ip = s->peer;
+    t->helo = s->helo;
+    t->mail_from = s->in_mail ? s->mail.from.mailbox : NULL;
+    t->authenticated = s->authed;
+}
+
+/* Runs the filters of `stage` on the pool when some enabled filter acts
+ * there: 1 (submitted, the session waits for `done`), 0 (nothing to run),
+ * or -1 (out of memory). */
+static int filter_stage(struct smtp_session *s, enum filter_stage stage, pipeline_done_fn done)
+{
+    if (!s->filters || !pipeline_wants(s->srv->settings, stage, s->filter_trusted))
+        return 0;
+    struct filter_txn t;
+    smtp_filter_txn(s, &t);
+    if (pipeline_submit(s->srv, s->filters, stage, &t, s->filter_trusted, done, s) < 0)
+        return -1;
+    smtp_session_suspend(s);
+    return 1;
+}
+
+static void reply_verdict(struct smtp_session *s, const struct pipeline_verdict *v)
+{
+    if (v->verdict == FILTER_TEMPFAIL)
+        smtp_reply_nocount(s, v->code, v->enhanced, "%s", v->text);
+    else
+        smtp_reply(s, v->code, v->enhanced, "%s", v->text);
+}
+
 /* --- recipient lookup ---------------------------------------------------- */
 
 struct lookup {
@@ -230,6 +269,8 @@ struct lookup {
     struct accounts_list local, remote;
     enum quota_result quota;           /* of the first local mailbox without room */
     const char *full;                  /* that mailbox, in local */
+    bool filter;                       /* run the RCPT-stage filters for a local recipient */
+    struct pipeline_verdict fv;        /* their verdict */
 };
 
 /* Quotas (quota.h): a local mailbox that is full, or smaller than the
@@ -258,6 +299,14 @@ static void lookup_work(void *arg)
     l->result = accounts_resolve(acc, l->key, &l->local, &l->remote);
     if (l->result == ACCOUNTS_OK)
         check_quotas(l);
+    /* Filters (greylisting) only for a recipient that would be accepted,
+     * in the same job as the lookup. */
+    if (l->filter && l->result == ACCOUNTS_OK && !l->full) {
+        struct filter_txn t;
+        smtp_filter_txn(l->s, &t);
+        t.rcpt = l->address;
+        pipeline_run(l->s->filters, FILTER_RCPT, &t, l->s->filter_trusted, &l->fv);
+    }
     if (l->result != ACCOUNTS_INVALID)
         return;
     /* Valid SMTP, but no address an account can have (a quoted local part,
@@ -306,6 +355,11 @@ static void lookup_answer(struct smtp_session *s, struct lookup *l)
 {
     if (l->sender) {
         sender_answer(s, l);
+        return;
+    }
+    if (l->filter && l->fv.verdict != FILTER_ACCEPT) {
+        s->junk++;
+        smtp_reply_nocount(s, l->fv.code, l->fv.enhanced, "%s", l->fv.text);
         return;
     }
     if (l->result == ACCOUNTS_NOT_LOCAL && (s->authed || s->permitted)) {
@@ -390,6 +444,23 @@ static void reply_error(struct smtp_session *s, const struct smtp_error *e)
     smtp_reply(s, e->code, e->enhanced, "%s", e->text);
 }
 
+static void helo_reply(struct smtp_session *s);
+
+static void helo_filter_done(void *arg, const struct pipeline_verdict *v)
+{
+    struct smtp_session *s = arg;
+    if (!smtp_session_resume(s))
+        return;
+    if (v->verdict == FILTER_ACCEPT) {
+        helo_reply(s);
+    } else {
+        s->greeted = false;
+        s->helo[0] = '\0';
+        reply_verdict(s, v);
+    }
+    smtp_session_process(s);
+}
+
 static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd, bool extended)
 {
     struct smtp_error e;
@@ -403,7 +474,19 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd, boo
     s->helo[n] = '\0';
     s->greeted = true;
     s->esmtp = extended;
-    if (!extended) {
+    pipeline_session_clear(s->filters, FILTER_HELO);
+    int f = filter_stage(s, FILTER_HELO, helo_filter_done);
+    if (f < 0) {
+        s->greeted = false;
+        smtp_reply(s, 451, "4.3.0", "Error: out of memory");
+    }
+    if (f == 0)
+        helo_reply(s);
+}
+
+static void helo_reply(struct smtp_session *s)
+{
+    if (!s->esmtp) {
         conn_printf(s->conn, "250 %s\r\n", smtp_hostname(s));
         return;
     }
@@ -419,6 +502,23 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_command *cmd, boo
         conn_printf(s->conn, "250-AUTH PLAIN LOGIN\r\n250-DSN\r\n");
     conn_printf(s->conn, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
                          "250 CHUNKING\r\n");
+}
+
+static void mail_accepted(struct smtp_session *s);
+
+static void mail_filter_done(void *arg, const struct pipeline_verdict *v)
+{
+    struct smtp_session *s = arg;
+    if (!smtp_session_resume(s))
+        return;
+    if (v->verdict == FILTER_ACCEPT) {
+        mail_accepted(s);
+    } else {
+        s->in_mail = false;
+        pipeline_session_clear(s->filters, FILTER_MAIL);
+        reply_verdict(s, v);
+    }
+    smtp_session_process(s);
 }
 
 static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
@@ -451,6 +551,21 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
         return;
     }
     s->in_mail = true;
+    int f = filter_stage(s, FILTER_MAIL, mail_filter_done);
+    if (f != 0) {
+        if (f < 0) {
+            s->in_mail = false;
+            smtp_reply(s, 451, "4.3.0", "Error: out of memory");
+        }
+        return;
+    }
+    mail_accepted(s);
+}
+
+/* MAIL passed the filters: the reply, or on submission with
+ * SPOOF_PROTECTION the ownership lookup first. */
+static void mail_accepted(struct smtp_session *s)
+{
     if (!s->authed || !s->srv->settings->spoof_protection || s->mail.from.is_null) {
         smtp_reply(s, 250, "2.1.0", "Ok");
         return;
@@ -505,6 +620,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_command *cmd)
     }
     l->s = s;
     l->notify = args.notify;
+    l->filter = s->filters && pipeline_wants(s->srv->settings, FILTER_RCPT, s->filter_trusted);
     snprintf(l->orcpt, sizeof l->orcpt, "%s", args.orcpt);
     if (args.to.is_postmaster) {
         snprintf(l->address, sizeof l->address, "postmaster");
@@ -714,6 +830,12 @@ static void handle_command(struct smtp_session *s, const char *line, size_t len)
     if (cmd.verb != SMTP_QUIT && !(s->in_mail && cmd.verb != SMTP_RSET) &&
         smtp_stop_if_shutting_down(s))
         return;
+    if (s->filter_refused && cmd.verb != SMTP_QUIT) {
+        /* Refused at connect (RFC 5321 3.1: a 554 greeting): nothing but
+         * QUIT, until the error limit drops the client. */
+        smtp_reply(s, 554, "5.7.1", "%s", s->filter_text);
+        return;
+    }
     if (!submission_allows(s, cmd.verb))
         return;
     switch (cmd.verb) {
@@ -857,6 +979,55 @@ static void greet(struct smtp_session *s)
     conn_printf(s->conn, "220 %s ESMTP posthorn\r\n", smtp_hostname(s));
 }
 
+static void connect_filter_done(void *arg, const struct pipeline_verdict *v)
+{
+    struct smtp_session *s = arg;
+    if (!smtp_session_resume(s))
+        return;
+    if (v->verdict == FILTER_TEMPFAIL) {
+        /* A 4xx greeting is a 421 (RFC 5321 3.8), which closes. */
+        smtp_reply(s, 421, "4.7.0", "%s %s", smtp_hostname(s), v->text);
+        return;
+    }
+    if (v->verdict == FILTER_REJECT) {
+        s->phase = PHASE_COMMAND;
+        s->banner_sent = true;
+        s->filter_refused = true;
+        snprintf(s->filter_text, sizeof s->filter_text, "%s", v->text);
+        conn_printf(s->conn, "%d %s %s\r\n", v->code, v->enhanced, v->text);
+    } else {
+        greet(s);
+    }
+    smtp_session_process(s);
+}
+
+/* The filters that apply to this client, and the connect stage's; then
+ * the greeting. */
+static void start_session(struct smtp_session *s, bool implicit)
+{
+    struct server *srv = s->srv;
+    /* Normally already done by the daemon before serving; the first
+     * session does it otherwise (tests, and a main that does not yet). */
+    filters_start(srv);
+    s->filter_trusted = smtp_is_submission(s) || s->permitted;
+    if (pipeline_active(srv->settings, s->filter_trusted)) {
+        s->filters = pipeline_session_new();
+        if (!s->filters) {
+            smtp_reply(s, 421, "4.3.0", "%s Error: out of memory", smtp_hostname(s));
+            return;
+        }
+    }
+    if (implicit) {
+        s->phase = PHASE_TLS;
+        return;
+    }
+    int f = filter_stage(s, FILTER_CONNECT, connect_filter_done);
+    if (f < 0)
+        smtp_reply(s, 421, "4.3.0", "%s Error: out of memory", smtp_hostname(s));
+    else if (f == 0)
+        greet(s);
+}
+
 static void on_conn_event(struct conn *c, enum conn_event ev, void *arg)
 {
     struct smtp_session *s = arg;
@@ -914,6 +1085,8 @@ static void accept_service(enum smtp_service svc, int fd, const struct sockaddr 
     s->srv = srv;
     s->conn = c;
     s->svc = svc;
+    if (peerlen <= sizeof s->peer_sa)
+        memcpy(&s->peer_sa, peer, peerlen);
     random_hex(s->id, 8);
     snprintf(s->peer, sizeof s->peer, "%s", conn_peer_addr(c));
     if (srv->stopping || !iplimit_acquire(s->peer, set->max_connections_per_ip,
@@ -939,10 +1112,7 @@ static void accept_service(enum smtp_service svc, int fd, const struct sockaddr 
         log_info("smtp[%s]: client in PERMIT_NETWORKS: may relay", s->id);
     }
     conn_set_timeout(c, set->smtp_timeout);
-    if (implicit)
-        s->phase = PHASE_TLS;
-    else
-        greet(s);
+    start_session(s, implicit != NULL);
 }
 
 void smtp_accept(int fd, const struct sockaddr *peer, socklen_t peerlen, void *server)

@@ -11,6 +11,7 @@
 #include "accounts.h"
 #include "buf.h"
 #include "conn.h"
+#include "pipeline.h"
 #include "sasl.h"
 #include "server.h"
 #include "smtp_parse.h"
@@ -53,6 +54,7 @@ struct smtp_session {
     struct smtp_session *prev, *next; /* all sessions, for SIGTERM */
     char id[9];
     char peer[64];
+    struct sockaddr_storage peer_sa;  /* the client's address, for the filters */
     bool counted;                     /* holds an iplimit slot */
     bool refused;                     /* over the connection limits: 421 and gone */
     enum smtp_service svc;
@@ -70,6 +72,13 @@ struct smtp_session {
      * otherwise treated as unauthenticated: no DSN, no SPOOF checks). */
     bool permitted;
     char user[ACCOUNTS_ADDR_MAX + 1];
+
+    /* Inbound filters (filters/pipeline.h): NULL when none applies to this
+     * session, so that a server with every filter off does no filter work. */
+    struct pipeline_session *filters;
+    bool filter_trusted;              /* submission or PERMIT_NETWORKS: virus scan only */
+    bool filter_refused;              /* refused at connect: 554 to all but QUIT */
+    char filter_text[FILTER_TEXT_MAX];  /* that refusal's text */
     enum smtp_auth_step auth_step;
     char auth_name[SASL_USER_MAX + 1];  /* AUTH LOGIN: the user name, until the password */
 
@@ -131,8 +140,13 @@ void smtp_auth_response(struct smtp_session *s, const char *line, size_t len);
  * them (alias, catch-all, plus-addressing). Blocking: workers only. */
 bool smtp_address_owned(struct accounts *acc, const char *address, const char *user);
 
-/* smtp_deliver.c: the message in s->msg is complete: store it for the local
- * mailboxes and queue it for the remote recipients, then answer. */
+/* The filters' view of the session (filter.h), without the stage-specific
+ * fields (rcpt, rcpts, msg). */
+void smtp_filter_txn(const struct smtp_session *s, struct filter_txn *t);
+
+/* smtp_deliver.c: the message in s->msg is complete: run the end-of-data
+ * filters, store it for the local mailboxes and queue it for the remote
+ * recipients, then answer. */
 void smtp_message_complete(struct smtp_session *s);
 const char *smtp_protocol_name(const struct smtp_session *s);
 

@@ -276,6 +276,9 @@ class Daemon:
             "OVERRIDE_HOSTNAME": HOSTNAME,
             "LOG_LEVEL": "debug",
             "ENABLE_CLAMAV": "0",
+            # SPF needs DNS; the tests that check it turn it on with their
+            # own DNS fixture.
+            "ENABLE_POLICYD_SPF": "0",
             "WORKER_THREADS": "4",
             # Never the system resolver: a test that needs DNS starts its own
             # fixture and overrides this. Nothing listens on the discard
@@ -481,6 +484,17 @@ def pop3_settings(settings=None):
     out = {"ENABLE_POP3": "1",
            "POP3_LISTEN": "127.0.0.1:%d" % free_port(),
            "POP3S_LISTEN": "127.0.0.1:%d" % free_port()}
+    if settings:
+        out.update(settings)
+    return out
+
+
+def imap_settings(settings=None):
+    """Settings for a daemon that serves IMAP (STARTTLS) and IMAPS on free
+    loopback ports; read them back with listen_port()."""
+    out = {"ENABLE_IMAP": "1",
+           "IMAP_LISTEN": "127.0.0.1:%d" % free_port(),
+           "IMAPS_LISTEN": "127.0.0.1:%d" % free_port()}
     if settings:
         out.update(settings)
     return out
