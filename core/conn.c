@@ -471,7 +471,10 @@ static void close_fd(struct conn *c)
         SSL_free(c->ssl);
         c->ssl = NULL;
     }
-    if (!c->eof && c->tls != TLS_UP)
+    /* Unread input makes close() send a reset, which can destroy replies
+     * the client has not read yet (a last error, "* BYE"); TLS records
+     * are just as unread, so drain them too. */
+    if (!c->eof)
         drain_unread(c);
     close(c->fd);
     c->fd = -1;

@@ -13,11 +13,14 @@
 #include "accounts.h"
 #include "conn.h"
 #include "dns.h"
+#include "imap_server.h"
 #include "listener.h"
 #include "log.h"
+#include "mailnotify.h"
 #include "mailstore.h"
 #include "mta.h"
 #include "netmatch.h"
+#include "pipeline.h"
 #include "pop3_server.h"
 #include "privileges.h"
 #include "queue.h"
@@ -36,17 +39,19 @@ struct service {
     const char *setting;
     size_t spec_offset;            /* the char * in struct settings */
     listener_accept_fn accept;
-    bool is_pop3;                  /* only when ENABLE_POP3=1 */
+    enum { ALWAYS, IF_POP3, IF_IMAP } gate;   /* ENABLE_POP3 / ENABLE_IMAP */
 };
 
 #define SPEC(field) offsetof(struct settings, field)
 
 static const struct service services[] = {
-    { "SMTP_LISTEN", SPEC(smtp_listen), smtp_accept, false },
-    { "SUBMISSIONS_LISTEN", SPEC(submissions_listen), smtp_accept_submissions, false },
-    { "SUBMISSION_LISTEN", SPEC(submission_listen), smtp_accept_submission, false },
-    { "POP3_LISTEN", SPEC(pop3_listen), pop3_accept, true },
-    { "POP3S_LISTEN", SPEC(pop3s_listen), pop3s_accept, true },
+    { "SMTP_LISTEN", SPEC(smtp_listen), smtp_accept, ALWAYS },
+    { "SUBMISSIONS_LISTEN", SPEC(submissions_listen), smtp_accept_submissions, ALWAYS },
+    { "SUBMISSION_LISTEN", SPEC(submission_listen), smtp_accept_submission, ALWAYS },
+    { "POP3_LISTEN", SPEC(pop3_listen), pop3_accept, IF_POP3 },
+    { "POP3S_LISTEN", SPEC(pop3s_listen), pop3s_accept, IF_POP3 },
+    { "IMAP_LISTEN", SPEC(imap_listen), imap_accept, IF_IMAP },
+    { "IMAPS_LISTEN", SPEC(imaps_listen), imaps_accept, IF_IMAP },
 };
 #define NSERVICES (sizeof services / sizeof *services)
 
@@ -71,7 +76,7 @@ static void usage(FILE *out)
 
 static unsigned sessions_open(void)
 {
-    return smtp_session_count() + pop3_session_count();
+    return smtp_session_count() + pop3_session_count() + imap_session_count();
 }
 
 static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
@@ -89,6 +94,7 @@ static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
                  sessions_open(), mta_active(), DRAIN_SECONDS);
         smtp_abort_all();
         pop3_abort_all();
+        imap_abort_all();
         mta_abort_all();
         d->aborted = true;
     }
@@ -108,6 +114,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     queue_runner_stop(d->srv.runner);
     smtp_shutdown(&d->srv);
     pop3_shutdown(&d->srv);
+    imap_shutdown(&d->srv);
     d->drain_deadline = ev_now(loop) + DRAIN_SECONDS;
     ev_timer_init(&d->drain, on_drain_tick, 0., 0.05);
     d->drain.data = d;
@@ -157,7 +164,8 @@ static void watch_signal(struct daemon *d, ev_signal *w, int signum,
 
 static const char *service_spec(const struct daemon *d, const struct service *svc)
 {
-    if (svc->is_pop3 && !d->settings.enable_pop3)
+    if ((svc->gate == IF_POP3 && !d->settings.enable_pop3) ||
+        (svc->gate == IF_IMAP && !d->settings.enable_imap))
         return NULL;
     return *(char *const *)((const char *)&d->settings + svc->spec_offset);
 }
@@ -165,7 +173,6 @@ static const char *service_spec(const struct daemon *d, const struct service *sv
 /* Binds every enabled listener; called while still root. */
 static int open_listeners(struct daemon *d, char *err, size_t errlen)
 {
-    const struct settings *s = &d->settings;
     for (size_t i = 0; i < NSERVICES; i++) {
         const char *spec = service_spec(d, &services[i]);
         if (!spec || !*spec)
@@ -175,9 +182,6 @@ static int open_listeners(struct daemon *d, char *err, size_t errlen)
             return -1;
     }
     d->srv.smtp_listener = d->listeners[0];
-    if (s->enable_imap && ((s->imap_listen && *s->imap_listen) ||
-                           (s->imaps_listen && *s->imaps_listen)))
-        log_info("IMAP_LISTEN/IMAPS_LISTEN: IMAP is not served yet; not listening");
     return 0;
 }
 
@@ -195,6 +199,9 @@ static int open_services(struct daemon *d, char *err, size_t errlen)
     d->srv.store = mailstore_open(s->mail_dir, s->hostname, err, errlen);
     if (!d->srv.store)
         return -1;
+    /* IMAP's IDLE and untagged updates; without it they only see changes
+     * at the next command (logged by mailnotify). */
+    mailnotify_init(d->srv.loop, d->srv.store);
     d->srv.queue = queue_open_daemon(s->state_dir, err, errlen);
     if (!d->srv.queue)
         return -1;
@@ -227,6 +234,10 @@ static int start(struct daemon *d, char *err, size_t errlen)
         return -1;
     if (open_services(d, err, errlen) < 0)
         return -1;
+    if (filters_start(&d->srv) < 0) {
+        snprintf(err, errlen, "cannot start the inbound filters");
+        return -1;
+    }
     workers_submit(d->srv.workers, cleanup_work, NULL, &d->srv);
 
     struct buf ready = BUF_INIT;
@@ -252,6 +263,8 @@ static void stop(struct daemon *d)
      * runner. */
     if (d->srv.workers)
         workers_destroy(d->srv.workers);
+    filters_stop();
+    mailnotify_shutdown();
     if (d->srv.runner)
         queue_runner_free(d->srv.runner);
     if (d->srv.dns)
