@@ -5,6 +5,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev make \
         libev-dev libssl-dev libsqlite3-dev libcrypt-dev libunbound-dev libevent-dev \
+        libclamav-dev libspf2-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -16,7 +17,8 @@ RUN make -j"$(nproc)" all && strip build/posthornd build/setup
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-        libev4 libssl3 libsqlite3-0 libcrypt1 libunbound8 libevent-2.1-7 ca-certificates tini \
+        libev4 libssl3 libsqlite3-0 libcrypt1 libunbound8 libevent-2.1-7 libclamav12 libspf2-2 \
+        ca-certificates tini \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
         /usr/share/doc/* /usr/share/man/*

@@ -2,6 +2,7 @@
  * the envelope (SPF at MAIL, greylisting at RCPT), then the content (virus
  * scan before spam scoring, so a virus is refused as a virus). */
 #include "filters.h"
+#include "antivirus.h"
 
 #if __has_include("spf.h")
 #include "spf.h"
@@ -13,6 +14,7 @@ static const struct filter_ops *const registry[] = {
     &spf_filter,
 #endif
     &greylist_filter,
+    &clamav_filter,
     &gtube_filter,
 };
 
