@@ -10,7 +10,9 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +68,14 @@ struct dns {
     unsigned pending;
     bool processing;                /* inside ub_process: defer deletion */
     bool dying;                     /* dns_free called while processing */
+    /* Blocking lookups: helper threads still inside ub_resolve keep the
+     * libunbound context alive; the last one deletes it after dns_free. */
+    pthread_mutex_t sync_mu;
+    unsigned sync_helpers;
+    bool released;                  /* dns_free done with the loop side */
 };
+
+static void context_release(struct dns *d);
 
 /* ---------------------------------------------------------------------- */
 /* Wire format                                                            */
@@ -676,8 +685,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
     int err = ub_process(d->ub);
     d->processing = false;
     if (d->dying) {
-        ub_ctx_delete(d->ub);
-        free(d);
+        context_release(d);
         return;
     }
     if (err)
@@ -829,6 +837,286 @@ int dns_lookup_addr(struct dns *d, const char *host, int family, dns_addr_fn fn,
 }
 
 /* ---------------------------------------------------------------------- */
+/* Blocking lookups (worker threads)                                      */
+/* ---------------------------------------------------------------------- */
+
+struct sync_set {
+    struct dns_record *rec;   /* DNS_MAX_RECORDS entries */
+    size_t n;
+    bool nomem;
+};
+
+static int collect_sync(void *arg, const struct dns_rr *rr)
+{
+    struct sync_set *s = arg;
+    if (s->n == DNS_MAX_RECORDS)
+        return 1;
+    struct dns_record *r = &s->rec[s->n];
+    memset(r, 0, sizeof *r);
+    r->ttl = rr->ttl;
+    switch (rr->type) {
+    case DNS_TYPE_A: {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&r->addr;
+        s4->sin_family = AF_INET;
+        memcpy(&s4->sin_addr, rr->rdata, 4);
+        break;
+    }
+    case DNS_TYPE_AAAA: {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&r->addr;
+        s6->sin6_family = AF_INET6;
+        memcpy(&s6->sin6_addr, rr->rdata, 16);
+        break;
+    }
+    case DNS_TYPE_TXT:
+        r->text = malloc((size_t)rr->rdlen + 1);
+        if (!r->text) {
+            s->nomem = true;
+            return 1;
+        }
+        if (dns_txt_join(rr->rdata, rr->rdlen, r->text, (size_t)rr->rdlen + 1) < 0) {
+            free(r->text);   /* a NUL inside: skipped, as in the async path */
+            r->text = NULL;
+            return 0;
+        }
+        break;
+    default:   /* MX, PTR */
+        r->preference = rr->preference;
+        r->text = strdup(rr->name);
+        if (!r->text) {
+            s->nomem = true;
+            return 1;
+        }
+        break;
+    }
+    s->n++;
+    return 0;
+}
+
+/* Stable insertion sort by preference (n is small). */
+static void sort_mx(struct dns_record *rec, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        struct dns_record r = rec[i];
+        size_t j = i;
+        while (j > 0 && rec[j - 1].preference > r.preference) {
+            rec[j] = rec[j - 1];
+            j--;
+        }
+        rec[j] = r;
+    }
+}
+
+void dns_answer_free(struct dns_answer *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->n; i++)
+        free(a->rec[i].text);
+    free(a->rec);
+    a->rec = NULL;
+    a->n = 0;
+}
+
+static bool sync_type_ok(int type)
+{
+    return type == DNS_TYPE_A || type == DNS_TYPE_AAAA || type == DNS_TYPE_MX
+        || type == DNS_TYPE_TXT || type == DNS_TYPE_PTR;
+}
+
+/* ub_resolve and the parse, on the calling thread: no deadline of its own
+ * (libunbound's retries towards a silent server grow to many seconds). */
+static void resolve_blocking(struct dns *d, const char *name, int type, struct dns_answer *out)
+{
+    struct sync_set set = { .rec = calloc(DNS_MAX_RECORDS, sizeof *set.rec) };
+    out->status = DNS_TEMPFAIL;
+    if (!set.rec)
+        return;
+    struct ub_result *r = NULL;
+    int err = ub_resolve(d->ub, name, type, 1, &r);
+    enum dns_status st = rcode_status(err, r, name);
+    if (st == DNS_OK) {
+        if (!r->answer_packet || r->answer_len <= 0
+            || dns_parse_answer(r->answer_packet, (size_t)r->answer_len, (uint16_t)type,
+                                collect_sync, &set) < 0) {
+            log_warn("dns: %s %s: malformed answer", type_name(type), name);
+            st = DNS_PERMFAIL;
+        } else if (set.nomem) {
+            st = DNS_TEMPFAIL;
+        } else if (set.n == 0) {
+            st = DNS_NODATA;
+        }
+    }
+    if (r)
+        ub_resolve_free(r);
+    log_debug("dns: %s %s: %s (%zu records, blocking)", type_name(type), name, status_name(st),
+              st == DNS_OK ? set.n : 0);
+    out->status = st;
+    out->rec = set.rec;
+    out->n = set.n;
+    if (st != DNS_OK)
+        dns_answer_free(out);
+    else if (type == DNS_TYPE_MX)
+        sort_mx(out->rec, out->n);
+}
+
+/* One blocking lookup handed to a helper thread so that the caller can
+ * stop waiting at its deadline (ub_resolve cannot be interrupted). The
+ * caller and the helper each hold a reference; the last one frees. */
+struct sync_job {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;
+    bool done;
+    struct dns *d;
+    int type;
+    char name[DNS_NAME_MAX + 1];
+    struct dns_answer ans;
+};
+
+static void sync_job_unref(struct sync_job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    bool last = --j->refs == 0;
+    pthread_mutex_unlock(&j->mu);
+    if (!last)
+        return;
+    dns_answer_free(&j->ans);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static void context_delete(struct dns *d)
+{
+    ub_ctx_delete(d->ub);
+    pthread_mutex_destroy(&d->sync_mu);
+    free(d);
+}
+
+/* The loop side is finished with d: delete it now, or leave that to the
+ * last helper thread still resolving. */
+static void context_release(struct dns *d)
+{
+    pthread_mutex_lock(&d->sync_mu);
+    d->released = true;
+    bool now = d->sync_helpers == 0;
+    pthread_mutex_unlock(&d->sync_mu);
+    if (now)
+        context_delete(d);
+}
+
+static void *sync_helper(void *arg)
+{
+    struct sync_job *j = arg;
+    struct dns *d = j->d;
+    struct dns_answer ans;
+    memset(&ans, 0, sizeof ans);
+    resolve_blocking(d, j->name, j->type, &ans);
+    pthread_mutex_lock(&j->mu);
+    j->ans = ans;
+    j->done = true;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    sync_job_unref(j);
+
+    pthread_mutex_lock(&d->sync_mu);
+    bool last = --d->sync_helpers == 0 && d->released;
+    pthread_mutex_unlock(&d->sync_mu);
+    if (last)
+        context_delete(d);
+    return NULL;
+}
+
+static struct sync_job *sync_job_new(struct dns *d, const char *name, int type)
+{
+    struct sync_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0) {
+        free(j);
+        return NULL;
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    j->refs = 2;
+    j->d = d;
+    j->type = type;
+    memcpy(j->name, name, strnlen(name, DNS_NAME_MAX));
+    return j;
+}
+
+static bool sync_start(struct sync_job *j)
+{
+    struct dns *d = j->d;
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&d->sync_mu);
+    d->sync_helpers++;
+    int rc = pthread_create(&t, &attr, sync_helper, j);
+    if (rc != 0)
+        d->sync_helpers--;
+    pthread_mutex_unlock(&d->sync_mu);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        log_warn("dns: %s: cannot start a lookup thread: %s", j->name, strerror(rc));
+    return rc == 0;
+}
+
+enum dns_status dns_sync_query(struct dns *d, const char *name, int type, struct dns_answer *out)
+{
+    memset(out, 0, sizeof *out);
+    out->status = DNS_PERMFAIL;
+    if (!d || !name || !name_valid(name) || !sync_type_ok(type))
+        return out->status;
+    out->status = DNS_TEMPFAIL;
+    struct sync_job *j = sync_job_new(d, name, type);
+    if (!j)
+        return out->status;
+    if (!sync_start(j)) {
+        free(j);   /* never shared */
+        return out->status;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    double secs = d->timeout;
+    until.tv_sec += (time_t)secs;
+    until.tv_nsec += (long)((secs - (double)(time_t)secs) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &until) == 0)
+        ;
+    if (j->done) {
+        *out = j->ans;
+        memset(&j->ans, 0, sizeof j->ans);
+    } else {
+        log_debug("dns: %s %s: no answer within %.1f s (blocking)", type_name(type), name, secs);
+    }
+    pthread_mutex_unlock(&j->mu);
+    sync_job_unref(j);
+    return out->status;
+}
+
+enum dns_status dns_sync_ptr(struct dns *d, const struct sockaddr *addr, struct dns_answer *out)
+{
+    char name[DNS_NAME_MAX + 1];
+    if (!addr || ptr_name(addr, name, sizeof name) < 0) {
+        memset(out, 0, sizeof *out);
+        out->status = DNS_PERMFAIL;
+        return out->status;
+    }
+    return dns_sync_query(d, name, DNS_TYPE_PTR, out);
+}
+
+/* ---------------------------------------------------------------------- */
 /* Context                                                                */
 /* ---------------------------------------------------------------------- */
 
@@ -953,6 +1241,7 @@ struct dns *dns_new(struct ev_loop *loop, const char *resolver, char *err, size_
         free(d);
         return NULL;
     }
+    pthread_mutex_init(&d->sync_mu, NULL);
     int rc = ub_ctx_async(d->ub, 1);
     if (rc) {
         snprintf(err, errlen, "libunbound threads: %s", ub_strerror(rc));
@@ -970,8 +1259,7 @@ struct dns *dns_new(struct ev_loop *loop, const char *resolver, char *err, size_
     log_debug("dns: resolver %s", resolver && resolver[0] ? resolver : "from /etc/resolv.conf");
     return d;
 fail:
-    ub_ctx_delete(d->ub);
-    free(d);
+    context_delete(d);
     return NULL;
 }
 
@@ -994,11 +1282,10 @@ void dns_free(struct dns *d)
     if (ev_is_active(&d->io))
         ev_io_stop(d->loop, &d->io);
     if (d->processing) {
-        d->dying = true;   /* on_readable deletes once ub_process returns */
+        d->dying = true;   /* on_readable releases once ub_process returns */
         return;
     }
-    ub_ctx_delete(d->ub);
-    free(d);
+    context_release(d);
 }
 
 unsigned dns_pending(const struct dns *d)

@@ -73,6 +73,45 @@ unsigned dns_pending(const struct dns *d);
 #define DNS_TIMEOUT_DEFAULT 8.0
 void dns_set_timeout(struct dns *d, double seconds);
 
+/* Blocking lookups, for worker threads (filters: SPF, DNSBL). They use the
+ * same libunbound context as the loop, hence the same cache, DNS_RESOLVER
+ * and timeout, through ub_resolve (thread-safe; it never touches the
+ * loop's ev_io or in-flight list). ub_resolve cannot be interrupted and
+ * its retries towards a silent server grow to tens of seconds, so each
+ * lookup runs on a short-lived helper thread while the caller waits at
+ * most the timeout; a lookup abandoned at its deadline finishes on its
+ * helper and is discarded (dns_free leaves the context to the last
+ * helper). Never call them on the loop thread.
+ *
+ * Each record carries its TTL as the server gave it (libunbound's cache
+ * answers with the remaining TTL). */
+struct dns_record {
+    uint32_t ttl;
+    uint16_t preference;            /* MX */
+    struct sockaddr_storage addr;   /* A / AAAA: sockaddr_in / sockaddr_in6, port 0 */
+    /* TXT: the record's strings concatenated; MX exchange ("" for a null
+     * MX); PTR target. NUL-terminated, NULL for A / AAAA. */
+    char *text;
+};
+
+struct dns_answer {
+    enum dns_status status;
+    size_t n;                       /* records, 0 unless DNS_OK */
+    struct dns_record *rec;         /* malloc'd; MX sorted by preference */
+};
+
+/* Looks up `name` for type DNS_TYPE_A, _AAAA, _MX, _TXT or _PTR (a reverse
+ * name such as "4.3.2.1.in-addr.arpa"). Waits at most the timeout (see
+ * dns_set_timeout) and reports DNS_TEMPFAIL after it; DNS_TEMPFAIL too
+ * when no helper thread can be started. An invalid name or
+ * unsupported type gives DNS_PERMFAIL without a query; out of memory
+ * DNS_TEMPFAIL. Always fills *out (free it with dns_answer_free); returns
+ * out->status. At most 64 records are kept. */
+enum dns_status dns_sync_query(struct dns *d, const char *name, int type, struct dns_answer *out);
+/* PTR records of an address (IPv4-mapped IPv6 uses the IPv4 name). */
+enum dns_status dns_sync_ptr(struct dns *d, const struct sockaddr *addr, struct dns_answer *out);
+void dns_answer_free(struct dns_answer *a);
+
 /* DNS message parsing. Answers come from the network, so the parser trusts
  * nothing: every read is bounds-checked, compression pointers must point
  * strictly backwards (no loops), names are limited to 255 octets. Exposed

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -354,7 +355,7 @@ static int zone(const char *name, unsigned type, struct pkt *r, unsigned *an)
     unsigned before = (unsigned)r->n;
     (void)before;
 #define IS(n) (strcasecmp(name, n) == 0)
-    if (IS("timeout.test"))
+    if (IS("timeout.test") || IS("x.timeout.test"))
         return -1;
     if (IS("servfail.test"))
         return 2;
@@ -784,6 +785,151 @@ TEST(free_from_inside_a_callback)
     CHECK_INT(b.calls, 0);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Blocking lookups                                                       */
+/* ---------------------------------------------------------------------- */
+
+TEST(sync_records_and_ttls)
+{
+    struct dns *d = new_dns();
+    struct dns_answer a;
+    char buf[INET6_ADDRSTRLEN];
+
+    CHECK_INT(dns_sync_query(d, "host.test", DNS_TYPE_A, &a), DNS_OK);
+    CHECK_INT(a.n, 2);
+    CHECK_INT(a.rec[0].addr.ss_family, AF_INET);
+    CHECK(a.rec[0].ttl > 0 && a.rec[0].ttl <= 60);
+    CHECK(a.rec[0].text == NULL);
+    ntop(&a.rec[0].addr, buf, sizeof buf);
+    CHECK(strcmp(buf, "192.0.2.1") == 0 || strcmp(buf, "192.0.2.2") == 0);
+    dns_answer_free(&a);
+
+    CHECK_INT(dns_sync_query(d, "host.test", DNS_TYPE_AAAA, &a), DNS_OK);
+    CHECK_INT(a.n, 1);
+    CHECK_STR(ntop(&a.rec[0].addr, buf, sizeof buf), "2001:db8::1");
+    dns_answer_free(&a);
+
+    CHECK_INT(dns_sync_query(d, "mx.test", DNS_TYPE_MX, &a), DNS_OK);
+    CHECK_INT(a.n, 3);
+    CHECK_INT(a.rec[0].preference, 10);
+    CHECK_STR(a.rec[0].text, "a.mx.test");
+    CHECK_STR(a.rec[2].text, "c.mx.test");
+    CHECK_INT(a.rec[2].ttl, a.rec[0].ttl);
+    dns_answer_free(&a);
+    CHECK(a.rec == NULL && a.n == 0);
+
+    CHECK_INT(dns_sync_query(d, "txt.test", DNS_TYPE_TXT, &a), DNS_OK);
+    CHECK_INT(a.n, 2);
+    bool first_spf = strcmp(a.rec[0].text, "v=spf1 -all") == 0;
+    CHECK_STR(a.rec[first_spf ? 1 : 0].text, "hello");
+    dns_answer_free(&a);
+
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
+    CHECK_INT(dns_sync_ptr(d, (struct sockaddr *)&sin, &a), DNS_OK);
+    CHECK_INT(a.n, 1);
+    CHECK_STR(a.rec[0].text, "host.test");
+    dns_answer_free(&a);
+    CHECK_INT(dns_sync_query(d, "7.2.0.192.in-addr.arpa", DNS_TYPE_PTR, &a), DNS_OK);
+    dns_answer_free(&a);
+    dns_free(d);
+}
+
+TEST(sync_failures)
+{
+    struct dns *d = new_dns();
+    struct dns_answer a;
+    CHECK_INT(dns_sync_query(d, "nosuch.test", DNS_TYPE_TXT, &a), DNS_NXDOMAIN);
+    CHECK(a.n == 0 && a.rec == NULL);
+    CHECK_INT(dns_sync_query(d, "host.test", DNS_TYPE_MX, &a), DNS_NODATA);
+    CHECK_INT(a.n, 0);
+    CHECK_INT(dns_sync_query(d, "servfail.test", DNS_TYPE_A, &a), DNS_TEMPFAIL);
+    /* Refused without a query. */
+    CHECK_INT(dns_sync_query(d, "a..b", DNS_TYPE_A, &a), DNS_PERMFAIL);
+    CHECK_INT(dns_sync_query(d, "host.test", DNS_TYPE_NS, &a), DNS_PERMFAIL);
+    CHECK_INT(dns_sync_query(NULL, "host.test", DNS_TYPE_A, &a), DNS_PERMFAIL);
+    dns_answer_free(&a);
+    dns_free(d);
+}
+
+/* Worker threads resolving while the loop runs asynchronous lookups on the
+ * same context: every answer arrives, each on its own side. */
+struct sync_worker {
+    pthread_t thread;
+    struct dns *d;
+    int ok;
+};
+
+static void *sync_worker_main(void *arg)
+{
+    struct sync_worker *w = arg;
+    for (int i = 0; i < 20; i++) {
+        struct dns_answer a;
+        const char *name = (i % 2) ? "mx.test" : "v4only.test";
+        int type = (i % 2) ? DNS_TYPE_MX : DNS_TYPE_A;
+        if (dns_sync_query(w->d, name, type, &a) == DNS_OK && a.n == ((i % 2) ? 3u : 1u))
+            w->ok++;
+        dns_answer_free(&a);
+    }
+    return NULL;
+}
+
+TEST(sync_from_threads_beside_the_loop)
+{
+    struct dns *d = new_dns();
+    struct sync_worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct sync_worker){ .d = d };
+        CHECK_INT(pthread_create(&w[i].thread, NULL, sync_worker_main, &w[i]), 0);
+    }
+    struct result r[10];
+    for (int i = 0; i < 10; i++) {
+        r[i] = (struct result){ .calls = 0 };
+        CHECK_INT(dns_lookup_addr(d, "host.test", AF_INET, on_addr, &r[i]), 0);
+    }
+    for (int i = 0; i < 10; i++) {
+        wait_for(&r[i].calls, 5);
+        CHECK_INT(r[i].calls, 1);
+        CHECK_INT(r[i].n, 2);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(w[i].thread, NULL);
+        CHECK_INT(w[i].ok, 20);
+    }
+    CHECK_INT(dns_pending(d), 0);
+    dns_free(d);
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A server that never answers: DNS_TEMPFAIL within the timeout. Its own
+ * context, so that the server being marked down stays there. */
+TEST(sync_no_answer_within_the_timeout)
+{
+    struct dns *d = new_dns();
+    dns_set_timeout(d, 2.0);
+    struct dns_answer a;
+    double start = now_seconds();
+    CHECK_INT(dns_sync_query(d, "timeout.test", DNS_TYPE_TXT, &a), DNS_TEMPFAIL);
+    CHECK(now_seconds() - start < 3.0);
+    CHECK(a.n == 0 && a.rec == NULL);
+    /* libunbound's own retries grow (9 s, 18 s...) once the server is
+     * known to be slow; the deadline holds regardless. */
+    for (int i = 0; i < 2; i++) {
+        start = now_seconds();
+        CHECK_INT(dns_sync_query(d, "x.timeout.test", DNS_TYPE_A, &a), DNS_TEMPFAIL);
+        CHECK(now_seconds() - start < 3.0);
+    }
+    /* Freed while helper threads are still inside ub_resolve: the last
+     * one deletes the context (ASan would see a use after free). */
+    dns_free(d);
+}
+
 /* Last: a silent server may be marked down in this context's cache. */
 TEST(no_answer_is_tempfail_by_the_deadline)
 {
@@ -828,6 +974,10 @@ int main(void)
     RUN(servfail_is_tempfail);
     RUN(free_with_queries_in_flight);
     RUN(free_from_inside_a_callback);
+    RUN(sync_records_and_ttls);
+    RUN(sync_failures);
+    RUN(sync_from_threads_beside_the_loop);
+    RUN(sync_no_answer_within_the_timeout);
     RUN(no_answer_is_tempfail_by_the_deadline);
     responder_stop(&responder);
     return test_summary();
