@@ -7,6 +7,7 @@
 #include <ifaddrs.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -318,6 +319,11 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         socklen_t plen = sizeof peer;
         int fd = accept4(ls->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
+            /* Replies often go out in more than one write (an untagged
+             * response, then the tagged one); with Nagle's algorithm the
+             * second waits for the client's delayed ACK, ~40 ms. */
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             /* The callback may call listener_stop: ls->fd is rechecked. */
             l->fn(fd, (struct sockaddr *)&peer, plen, l->arg);
             continue;
