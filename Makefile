@@ -12,7 +12,7 @@ CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -MMD -MP \
 # resolver thread calls libevent by those names, so libevent must come first
 # in the link (and stay linked although nothing here calls it directly).
 LIBS = -Wl,--push-state,--no-as-needed -l:libevent-2.1.so.7 -Wl,--pop-state \
-       -lev -lssl -lcrypto -lsqlite3 -lcrypt -lunbound -lclamav -lspf2 -lpthread
+       -lev -lssl -lcrypto -lsqlite3 -lcrypt -lunbound -lclamav -lspf2 -lm -lpthread
 
 ifeq ($(SAN),1)
   OPT      = -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -81,7 +81,14 @@ struct filter_txn {
     /* Authentication-Results method results ("spf=pass smtp.mailfrom=..."),
      * "; "-joined by the pipeline into one RFC 8601 header. */
     struct buf *auth_results;
+    void *scores;                            /* the pipeline's: see filter_add_score */
 };
+
+/* Adds one named score from inside a hook, for a filter with several
+ * findings (each listing DNSBL zone, each rule that hits); the same as
+ * returning FILTER_SCORE with that reason, which covers the common case of
+ * one. Dropped with the stage's other results if a later filter refuses. */
+void filter_add_score(const struct filter_txn *t, const char *reason, double score);
 
 struct filter_ops {
     const char *name;                          /* "spf", "clamav", ... for logs */

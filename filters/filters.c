@@ -3,19 +3,17 @@
  * scan before spam scoring, so a virus is refused as a virus). */
 #include "filters.h"
 #include "antivirus.h"
-
-#if __has_include("spf.h")
+#include "dnsbl.h"
+#include "rules.h"
 #include "spf.h"
-#define HAVE_SPF_FILTER 1
-#endif
 
 static const struct filter_ops *const registry[] = {
-#ifdef HAVE_SPF_FILTER
+    &dnsbl_filter,
     &spf_filter,
-#endif
     &greylist_filter,
     &clamav_filter,
     &gtube_filter,
+    &rules_filter,
 };
 
 const struct filter_ops *const *filters_registry(size_t *n)

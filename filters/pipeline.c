@@ -174,6 +174,12 @@ static int add_reason(struct pipeline_layer *l, const char *name, double score)
     return 0;
 }
 
+void filter_add_score(const struct filter_txn *t, const char *reason, double score)
+{
+    if (t->scores && add_reason(t->scores, reason, score) < 0)
+        log_warn("filter: %s: out of memory, score %s dropped", t->id ? t->id : "-", reason);
+}
+
 /* Keeps what one filter added: its header fields (completed with CRLF) and
  * its method result (joined with ";" and a fold). */
 static void keep_additions(struct pipeline_layer *l, const struct buf *hdr, const struct buf *ar)
@@ -248,8 +254,10 @@ void pipeline_run_ops(const struct filter_ops *const *ops, size_t n,
         struct buf hdr = BUF_INIT, ar = BUF_INIT;
         t->add_headers = &hdr;
         t->auth_results = &ar;
+        t->scores = l;
         op->hook[stage](t, &r);
         t->add_headers = t->auth_results = NULL;
+        t->scores = NULL;
         if (r.verdict == FILTER_TEMPFAIL || r.verdict == FILTER_REJECT) {
             buf_free(&hdr);
             buf_free(&ar);
