@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ascii.h"
 #include "db.h"
 #include "log.h"
 #include "password.h"
@@ -117,20 +118,10 @@ struct accounts {
 /* ------------------------------------------------------------------ */
 /* Address syntax                                                       */
 
-static char lower_ascii(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
-
-static bool is_alnum_ascii(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
 /* RFC 5322 atext, minus '/', which would name a directory in MAIL_DIR. */
 static bool is_atext(char c)
 {
-    return is_alnum_ascii(c) || (c != '\0' && strchr("!#$%&'*+-=?^_`{|}~", c) != NULL);
+    return ascii_is_alnum(c) || (c != '\0' && strchr("!#$%&'*+-=?^_`{|}~", c) != NULL);
 }
 
 static bool local_part_valid(const char *s, size_t len)
@@ -162,7 +153,7 @@ static bool domain_valid(const char *s, size_t len)
             dots++;
             continue;
         }
-        if (!is_alnum_ascii(c) && !(c == '-' && label > 0))
+        if (!ascii_is_alnum(c) && !(c == '-' && label > 0))
             return false;
         if (++label > 63)
             return false;
@@ -175,7 +166,7 @@ static void copy_lower(const char *in, size_t len, char *out, bool *changed)
 {
     bool ch = false;
     for (size_t i = 0; i < len; i++) {
-        char c = lower_ascii(in[i]);
+        char c = ascii_lower(in[i]);
         ch |= c != in[i];
         out[i] = c;
     }
@@ -925,7 +916,7 @@ static bool relay_host_valid(const char *h)
             if (label == 0 || h[i - 1] == '-')
                 return false;
             label = 0;
-        } else if (!is_alnum_ascii(c) && !(c == '-' && label > 0)) {
+        } else if (!ascii_is_alnum(c) && !(c == '-' && label > 0)) {
             return false;
         } else if (++label > 63) {
             return false;

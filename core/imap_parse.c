@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ascii.h"
 #include "imap_utf7.h"
 
 /* ---- arena ---- */
@@ -57,11 +58,6 @@ static char upper(char c)
     return c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
 }
 
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
 static bool eq_ci(const char *a, size_t alen, const char *b)
 {
     size_t blen = strlen(b);
@@ -102,7 +98,7 @@ static bool parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
     if (len == 0)
         return false;
     for (size_t i = 0; i < len; i++) {
-        if (!is_digit(s[i]))
+        if (!ascii_is_digit(s[i]))
             return false;
         unsigned d = (unsigned)(s[i] - '0');
         if (v > (max - d) / 10)
@@ -211,7 +207,7 @@ static struct imap_arg *lex_quoted(struct lexer *lx)
 static struct imap_arg *lex_literal(struct lexer *lx)
 {
     size_t start = ++lx->pos, i = start;
-    while (i < lx->len && is_digit(lx->p[i]))
+    while (i < lx->len && ascii_is_digit(lx->p[i]))
         i++;
     uint64_t n;
     if (!parse_u64(lx->p + start, i - start, UINT32_MAX, &n)) {
@@ -753,7 +749,7 @@ static int days_in_month(int year, int month)
 static size_t date_text(const char *s, size_t len, struct imap_date *d)
 {
     size_t dd = 0;
-    while (dd < len && dd < 2 && is_digit(s[dd]))
+    while (dd < len && dd < 2 && ascii_is_digit(s[dd]))
         dd++;
     if (dd == 0 || len < dd + 9 || s[dd] != '-' || s[dd + 4] != '-')
         return 0;
@@ -804,7 +800,7 @@ int64_t imap_date_days(const struct imap_date *d)
 
 static bool two_digits(const char *s, int max, int *out)
 {
-    if (!is_digit(s[0]) || !is_digit(s[1]))
+    if (!ascii_is_digit(s[0]) || !ascii_is_digit(s[1]))
         return false;
     *out = (s[0] - '0') * 10 + (s[1] - '0');
     return *out <= max;
@@ -923,9 +919,9 @@ static int section_spec(const char *s, size_t len, struct imap_section *sec,
                         struct imap_arena *arena, const char **err)
 {
     size_t i = 0;
-    while (i < len && is_digit(s[i])) {
+    while (i < len && ascii_is_digit(s[i])) {
         size_t start = i;
-        while (i < len && is_digit(s[i]))
+        while (i < len && ascii_is_digit(s[i]))
             i++;
         if (sec->nparts >= IMAP_PART_DEPTH_MAX ||
             !seq_number(s + start, i - start, &sec->part[sec->nparts]) ||
@@ -1253,7 +1249,7 @@ static struct imap_search *search_atom(const struct imap_arg *a, const struct im
             return search_node(c, search_simple[i].op);
     if (eq_ci(a->str, a->len, "NOT") || eq_ci(a->str, a->len, "OR"))
         return search_operator(a->str, a->len, pa, depth, c);
-    if (a->len > 0 && (is_digit(a->str[0]) || a->str[0] == '*')) {
+    if (a->len > 0 && (ascii_is_digit(a->str[0]) || a->str[0] == '*')) {
         if (!(n = search_node(c, IMAP_SEARCH_SEQSET)))
             return NULL;
         return imap_arg_seqset(a, &n->set, c->arena, c->err) < 0 ? NULL : n;

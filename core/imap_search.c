@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ascii.h"
+
 /* ---- case-insensitive matching ----------------------------------------- */
 
 /* Octets that are not valid UTF-8 become values above Unicode, so they
@@ -207,16 +209,6 @@ bool imap_search_needs_message(const struct imap_search *root)
 
 /* ---- dates ------------------------------------------------------------- */
 
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static bool is_alpha(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
 /* Skips white space and (nested) comments. */
 static size_t skip_cfws(const char *s, size_t len, size_t i)
 {
@@ -240,11 +232,11 @@ static bool read_number(const char *s, size_t len, size_t *i, size_t max, int *o
 {
     size_t start = *i;
     int v = 0;
-    while (*i < len && is_digit(s[*i]) && *i - start < max)
+    while (*i < len && ascii_is_digit(s[*i]) && *i - start < max)
         v = v * 10 + (s[(*i)++] - '0');
     *ndigits = *i - start;
     *out = v;
-    return *ndigits > 0 && (*i >= len || !is_digit(s[*i]));
+    return *ndigits > 0 && (*i >= len || !ascii_is_digit(s[*i]));
 }
 
 static int month_number(const char *s, size_t len, size_t *i)
@@ -253,7 +245,7 @@ static int month_number(const char *s, size_t len, size_t *i)
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     };
     size_t start = *i;
-    while (*i < len && is_alpha(s[*i]))
+    while (*i < len && ascii_is_alpha(s[*i]))
         (*i)++;
     if (*i - start < 3)
         return 0;
@@ -276,8 +268,8 @@ static int days_in_month(int year, int month)
 static bool parse_sent_date(const char *s, size_t len, struct imap_date *d)
 {
     size_t i = skip_cfws(s, len, 0), digits;
-    if (i < len && is_alpha(s[i])) {        /* day-of-week */
-        while (i < len && is_alpha(s[i]))
+    if (i < len && ascii_is_alpha(s[i])) {        /* day-of-week */
+        while (i < len && ascii_is_alpha(s[i]))
             i++;
         i = skip_cfws(s, len, i);
         if (i < len && s[i] == ',')

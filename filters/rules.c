@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "accounts.h"
+#include "ascii.h"
 #include "buf.h"
 #include "log.h"
 #include "server.h"
@@ -37,26 +38,6 @@ static const struct rule_hit table[RULES_COUNT] = {
 };
 
 /* --- characters ---------------------------------------------------------------- */
-
-static bool is_alpha(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static bool is_alnum(char c)
-{
-    return is_alpha(c) || is_digit(c);
-}
-
-static bool is_lower(char c)
-{
-    return c >= 'a' && c <= 'z';
-}
 
 static bool is_space(char c)
 {
@@ -111,12 +92,12 @@ static long read_number(struct cur *c, size_t min, size_t max)
 {
     size_t n = 0;
     long v = 0;
-    while (c->p < c->end && is_digit(*c->p) && n < max) {
+    while (c->p < c->end && ascii_is_digit(*c->p) && n < max) {
         v = v * 10 + (*c->p - '0');
         c->p++;
         n++;
     }
-    if (n < min || (c->p < c->end && is_digit(*c->p)))
+    if (n < min || (c->p < c->end && ascii_is_digit(*c->p)))
         return -1;
     return v;
 }
@@ -124,7 +105,7 @@ static long read_number(struct cur *c, size_t min, size_t max)
 static size_t read_alpha(struct cur *c, const char **word)
 {
     *word = c->p;
-    while (c->p < c->end && is_alpha(*c->p))
+    while (c->p < c->end && ascii_is_alpha(*c->p))
         c->p++;
     return (size_t)(c->p - *word);
 }
@@ -266,10 +247,10 @@ bool rules_subject_all_caps(const char *s, size_t len)
         return false;
     bool space = false, letter = false;
     for (const char *p = s; p < end; p++) {
-        if ((unsigned char)*p >= 0x80 || is_lower(*p))
+        if ((unsigned char)*p >= 0x80 || ascii_is_lower(*p))
             return false;   /* non-ASCII: SpamAssassin punts too */
         space |= is_space(*p);
-        letter |= is_alpha(*p);
+        letter |= ascii_is_alpha(*p);
     }
     return space && letter;
 }
@@ -283,7 +264,7 @@ static bool leet_digit(char c)
 static bool is_hex_word(const char *w, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (!is_digit(w[i]) && !(to_lower(w[i]) >= 'a' && to_lower(w[i]) <= 'f'))
+        if (!ascii_is_digit(w[i]) && !(to_lower(w[i]) >= 'a' && to_lower(w[i]) <= 'f'))
             return false;
     return true;
 }
@@ -295,14 +276,14 @@ static bool leet_word(const char *w, size_t n)
 {
     size_t letters = 0, digits = 0;
     for (size_t i = 0; i < n; i++) {
-        letters += is_alpha(w[i]);
-        digits += is_digit(w[i]);
+        letters += ascii_is_alpha(w[i]);
+        digits += ascii_is_digit(w[i]);
     }
     if (n < 4 || letters < 3 || digits * 2 > letters || is_hex_word(w, n))
         return false;
     for (size_t i = 1; i + 1 < n; i++)
-        if (leet_digit(w[i]) && is_alpha(w[i - 1]) && is_alpha(w[i + 1]) &&
-            (is_lower(w[i - 1]) || is_lower(w[i + 1])))
+        if (leet_digit(w[i]) && ascii_is_alpha(w[i - 1]) && ascii_is_alpha(w[i + 1]) &&
+            (ascii_is_lower(w[i - 1]) || ascii_is_lower(w[i + 1])))
             return true;
     return false;
 }
@@ -317,7 +298,7 @@ static bool gappy_sep(char c)
 static bool gappy_at(const char *s, const char *end)
 {
     int count = 0;
-    while (count < 4 && s + 1 < end && is_alpha(*s) && gappy_sep(s[1])) {
+    while (count < 4 && s + 1 < end && ascii_is_alpha(*s) && gappy_sep(s[1])) {
         char sep = s[1];
         s++;
         for (int k = 0; k < 3 && s < end && *s == sep; k++)
@@ -331,14 +312,14 @@ bool rules_subject_obfuscated(const char *s, size_t len)
 {
     const char *end = s + len;
     for (const char *p = s; p < end;) {
-        if (!is_alnum(*p)) {
+        if (!ascii_is_alnum(*p)) {
             p++;
             continue;
         }
-        if (is_alpha(*p) && (p == s || (!is_alnum(p[-1]) && p[-1] != '_')) && gappy_at(p, end))
+        if (ascii_is_alpha(*p) && (p == s || (!ascii_is_alnum(p[-1]) && p[-1] != '_')) && gappy_at(p, end))
             return true;
         const char *w = p;
-        while (p < end && is_alnum(*p))
+        while (p < end && ascii_is_alnum(*p))
             p++;
         if (leet_word(w, (size_t)(p - w)))
             return true;
@@ -385,7 +366,7 @@ static bool url_host(const char *u, size_t len, char *out, size_t outlen)
 static bool text_domain(const char *t, size_t len, char *out, size_t outlen)
 {
     size_t n = 0;
-    while (n < len && (is_alnum(t[n]) || t[n] == '-' || t[n] == '.'))
+    while (n < len && (ascii_is_alnum(t[n]) || t[n] == '-' || t[n] == '.'))
         n++;
     if (n < len && t[n] != '/')
         return false;   /* words, addresses, anything else */
@@ -401,7 +382,7 @@ static bool text_domain(const char *t, size_t len, char *out, size_t outlen)
     if (tld < 2)
         return false;
     for (size_t i = (size_t)(dot - t) + 1; i < n; i++)
-        if (!is_alpha(t[i]))
+        if (!ascii_is_alpha(t[i]))
             return false;
     for (size_t i = 0; i < n; i++)
         out[i] = to_lower(t[i]);
@@ -591,7 +572,7 @@ bool rules_from_domain(const char *v, size_t len, char *out, size_t outlen)
     for (const char *p = at + 1; p < aend; p++) {
         if (is_space(*p) || *p == '(')
             break;
-        if (!is_alnum(*p) && *p != '-' && *p != '.')
+        if (!ascii_is_alnum(*p) && *p != '-' && *p != '.')
             return false;
         if (n + 1 >= outlen)
             return false;

@@ -21,6 +21,7 @@
 #include <spf2/spf.h>
 #include <spf2/spf_dns.h>
 
+#include "ascii.h"
 #include "log.h"
 #include "server.h"
 
@@ -36,26 +37,6 @@
 /* ---------------------------------------------------------------------- */
 /* Characters                                                             */
 /* ---------------------------------------------------------------------- */
-
-static bool is_alpha(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static bool is_alnum(char c)
-{
-    return is_alpha(c) || is_digit(c);
-}
-
-static char lower(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c + ('a' - 'A')) : c;
-}
 
 static bool word_is(const char *s, size_t n, const char *word)
 {
@@ -91,7 +72,7 @@ static int parse_small(const char *s, size_t n, int max)
         return -1;
     int v = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!is_digit(s[i]))
+        if (!ascii_is_digit(s[i]))
             return -1;
         v = v * 10 + (s[i] - '0');
     }
@@ -136,12 +117,12 @@ static bool toplabel_ok(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '-')
             hyphen = true;
-        else if (is_alpha(s[i]))
+        else if (ascii_is_alpha(s[i]))
             alpha = true;
-        else if (!is_digit(s[i]))
+        else if (!ascii_is_digit(s[i]))
             return false;
     }
-    return hyphen ? is_alnum(s[0]) && is_alnum(s[n - 1]) : alpha;
+    return hyphen ? ascii_is_alnum(s[0]) && ascii_is_alnum(s[n - 1]) : alpha;
 }
 
 /* The "%{...}" at s (s[0] '%', s[1] '{'): its length, or 0 when malformed.
@@ -151,16 +132,16 @@ static size_t brace_macro_len(const char *s, size_t n, bool exp_letters)
     size_t i = 2;
     if (i >= n)
         return 0;
-    char l = lower(s[i++]);
+    char l = ascii_lower(s[i++]);
     if (!strchr("slodiphv", l) && !(exp_letters && strchr("crt", l)))
         return 0;
     size_t d0 = i;
-    while (i < n && is_digit(s[i]))
+    while (i < n && ascii_is_digit(s[i]))
         i++;
     /* RFC 7208 7.3: a DIGIT transformer is non-zero. */
     if (i > d0 && parse_small(s + d0, i - d0, 128) <= 0)
         return 0;
-    if (i < n && lower(s[i]) == 'r')
+    if (i < n && ascii_lower(s[i]) == 'r')
         i++;
     while (i < n && s[i] && strchr(".-+,/_=", s[i]))
         i++;
@@ -231,7 +212,7 @@ static bool ip4_network_ok(const char *s, size_t n)
     size_t i = 0;
     for (int part = 0; part < 4; part++) {
         size_t start = i;
-        while (i < n && is_digit(s[i]))
+        while (i < n && ascii_is_digit(s[i]))
             i++;
         if (parse_small(s + start, i - start, 255) < 0)
             return false;
@@ -261,7 +242,7 @@ static int strip_cidr(const char *s, size_t *n, int *c4, int *c6, bool v4, bool 
     *c4 = *c6 = -1;
     for (int round = 0; round < 2; round++) {
         size_t k = *n;
-        while (k > 0 && is_digit(s[k - 1]))
+        while (k > 0 && ascii_is_digit(s[k - 1]))
             k--;
         if (k == *n || k == 0 || s[k - 1] != '/')
             return 0;
@@ -288,7 +269,7 @@ static int parse_modifier(const char *name, size_t nlen, const char *val, size_t
     t->spec = val;
     t->speclen = vlen;
     t->has_spec = true;
-    if (!is_alpha(name[0])) {
+    if (!ascii_is_alpha(name[0])) {
         say(why, whylen, "bad modifier name \"%.*s\"", (int)nlen, name);
         return -1;
     }
@@ -373,7 +354,7 @@ static int parse_term(const char *p, size_t n, struct term *t, char *why, size_t
         i = 1;
     }
     size_t j = i;
-    while (j < n && (is_alnum(p[j]) || p[j] == '-' || p[j] == '_' || p[j] == '.'))
+    while (j < n && (ascii_is_alnum(p[j]) || p[j] == '-' || p[j] == '_' || p[j] == '.'))
         j++;
     if (j < n && p[j] == '=' && j > i && !qualified)
         return parse_modifier(p + i, j - i, p + j + 1, n - j - 1, t, why, whylen);
@@ -801,7 +782,7 @@ static bool magic_parse(const char *name, char *domain, size_t dlen, char *tag, 
     if (dot < 2 || n - dot >= tlen || dot - 1 >= dlen)
         return false;
     for (size_t i = dot; i < n; i++)
-        tag[i - dot] = lower(name[i]);
+        tag[i - dot] = ascii_lower(name[i]);
     tag[n - dot] = '\0';
     if (strcmp(tag, "a4") && strcmp(tag, "a6") && strcmp(tag, "mx4") && strcmp(tag, "mx6"))
         return false;
@@ -1283,7 +1264,7 @@ static bool dot_atom(const char *s)
             if (prev_dot)
                 return false;
             prev_dot = true;
-        } else if (is_alnum(*s) || strchr(special, *s)) {
+        } else if (ascii_is_alnum(*s) || strchr(special, *s)) {
             prev_dot = false;
         } else {
             return false;

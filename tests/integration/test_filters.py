@@ -4,13 +4,15 @@ Authentication-Results), greylisting at RCPT, what authenticated submission
 and a server with every filter off skip. SPF is turned off in these daemons
 (ENABLE_POLICYD_SPF=0): they have no DNS, and SPF has its own tests."""
 
+import imaplib
 import os
 import time
 
 import pytest
 
-from helpers import (HOSTNAME, QUEUED_RE, Smtp, dot_stuff, free_port, listen_port,
-                     make_message, send_raw_message, unique)
+from helpers import (HOSTNAME, QUEUED_RE, Smtp, dot_stuff, free_port, imap_settings,
+                     insecure_tls_context, listen_port, make_message, send_raw_message,
+                     unique)
 from mailnet import submit
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -58,10 +60,10 @@ def spamd(mod_daemons):
 @pytest.fixture(scope="module")
 def junkd(mod_daemons):
     """SA_KILL above GTUBE: GTUBE is spam, delivered to Junk, \\Seen."""
-    return mod_daemons.make(settings(ENABLE_SPAMASSASSIN="1", SA_KILL="2000",
-                                     MARK_SPAM_AS_READ="1", SPAM_SUBJECT="'***SPAM*** '",
-                                     SUBMISSIONS_LISTEN="127.0.0.1:%d" % free_port()),
-                            name="junk")
+    return mod_daemons.make(imap_settings(settings(
+        ENABLE_SPAMASSASSIN="1", SA_KILL="2000", MARK_SPAM_AS_READ="1",
+        SPAM_SUBJECT="'***SPAM*** '", SUBMISSIONS_LISTEN="127.0.0.1:%d" % free_port())),
+        name="junk")
 
 
 def test_gtube_rejected(spamd):
@@ -119,6 +121,19 @@ def test_spam_lands_in_junk_seen_and_tagged(junkd):
     assert b"\r\nSubject: ***SPAM*** " + subj.encode() + b"\r\n" in hdr
     assert b"Authentication-Results: %s; none" % HOSTNAME.encode() in hdr
     assert "reasons=GTUBE(1000.0) action=junk" in junkd.log_text()
+    # The IMAP client sees it in the special-use Junk folder, already read.
+    m = imaplib.IMAP4_SSL("127.0.0.1", listen_port(junkd, "IMAPS_LISTEN"),
+                          ssl_context=insecure_tls_context(), timeout=15)
+    try:
+        m.login(USER, "secret-password-1")
+        typ, data = m.list('""', "Junk")
+        assert typ == "OK" and b"\\Junk" in data[0], data
+        typ, _ = m.select("Junk", readonly=True)
+        assert typ == "OK"
+        typ, data = m.search(None, "SUBJECT", subj, "SEEN")
+        assert typ == "OK" and len(data[0].split()) == 1, data
+    finally:
+        m.logout()
 
 
 def test_submission_not_scored(junkd):
