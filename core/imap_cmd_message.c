@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bayes.h"
 #include "imap_bodystructure.h"
 #include "imap_fetch.h"
 #include "imap_search.h"
@@ -914,6 +915,19 @@ static int copyuid_code(struct buf *b, const struct copy_job *j)
     return rc == 0 && buf_cstr(b) ? 0 : -1;
 }
 
+/* Moving or copying a message into Junk says "spam", out of Junk "not
+ * spam" (except into Trash: deleting spam says nothing): the Bayes
+ * classifier learns it on the worker pool, from the copies in dst. */
+static void learn_junk(struct imap_session *s, const struct copy_job *j)
+{
+    bool to_junk = j->dst && strcmp(j->dst, "Junk") == 0;
+    bool from_junk = j->src && strcmp(j->src, "Junk") == 0;
+    if (to_junk == from_junk || (from_junk && j->dst && strcmp(j->dst, "Trash") == 0))
+        return;
+    bayes_learn_moved(s->srv, s->address, j->dst, j->dst_uids, j->n,
+                      to_junk ? BAYES_SPAM : BAYES_HAM);
+}
+
 static void copy_done(struct imap_session *s, void *arg)
 {
     struct copy_job *j = arg;
@@ -956,9 +970,9 @@ static void copy_done(struct imap_session *s, void *arg)
             if (j->dst_uids[i])
                 j->uids[k++] = j->uids[i];
         snap_expunge(s, j->uids, k, false);
-        /* Hook: when dst or src is the Junk folder, the Bayes learner will be
-         * told here (learn spam / ham) once filters/ has one. */
     }
+    if (j->count > 0)
+        learn_junk(s, j);
     long count = j->count;
     bool move = j->move;
     copy_job_free(j);

@@ -193,6 +193,7 @@ static const struct setting_def table[] = {
                "a comma-separated list of zone or zone*weight entries (at most 32; "
                "weight a number from -100 to 100), e.g. zen.spamhaus.org*3,list.dnswl.org*-5"),
     UINT_ROW("DNSBL_THRESHOLD", "3", dnsbl_threshold, 1, 1000),
+    UINT_ROW("BAYES_MIN_LEARNED", "200", bayes_min_learned, 1, 1000000),
     BOOL_ROW("ENABLE_POSTGREY", "0", enable_postgrey),
     UINT_ROW("POSTGREY_DELAY", "300", postgrey_delay, 0, 86400),
     UINT_ROW("POSTGREY_MAX_AGE", "35", postgrey_max_age, 1, 3650),

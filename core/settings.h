@@ -106,6 +106,8 @@ struct settings {
     bool enable_dnsbl;               /* ENABLE_DNSBL 0 */
     char *dnsbl_zones;               /* DNSBL_ZONES zone*weight,... (settings_dnsbl_zones) */
     unsigned dnsbl_threshold;        /* DNSBL_THRESHOLD 3: summed weight refused at connect */
+    unsigned bayes_min_learned;      /* BAYES_MIN_LEARNED 200: spam and ham each learned
+                                      * before the Bayes filter scores */
     bool enable_postgrey;            /* ENABLE_POSTGREY 0 */
     unsigned postgrey_delay;         /* POSTGREY_DELAY 300 seconds */
     unsigned postgrey_max_age;       /* POSTGREY_MAX_AGE 35 days */

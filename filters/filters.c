@@ -3,6 +3,7 @@
  * scan before spam scoring, so a virus is refused as a virus). */
 #include "filters.h"
 #include "antivirus.h"
+#include "bayes.h"
 #include "dnsbl.h"
 #include "rules.h"
 #include "spf.h"
@@ -14,6 +15,7 @@ static const struct filter_ops *const registry[] = {
     &clamav_filter,
     &gtube_filter,
     &rules_filter,
+    &bayes_filter,
 };
 
 const struct filter_ops *const *filters_registry(size_t *n)

@@ -33,6 +33,11 @@ static const char usage_text[] =
     "  queue delete <id>                    remove a queued message\n"
     "  import dms <directory>               import docker-mailserver's files\n"
     "                                       (postfix-accounts.cf, postfix-virtual.cf, ...)\n"
+    "  spam learn spam|ham <path>...        train the Bayes classifier from Maildirs,\n"
+    "                                       mbox files or message files\n"
+    "  spam forget <path>...                unlearn messages\n"
+    "  spam check <path>...                 print each message's spam probability\n"
+    "  spam stats                           messages and tokens learned\n"
     "  debug health                         check that every enabled listener answers\n"
     "  debug settings                       print the effective settings (NAME=value)\n"
     "  help                                 show this text\n"
@@ -118,6 +123,8 @@ static int dispatch(const char *path, const char *cmd, int argc, char **argv)
         fn = cmd_import;
     else if (strcmp(cmd, "debug") == 0)
         fn = cmd_debug;
+    else if (strcmp(cmd, "spam") == 0)
+        fn = cmd_spam;
     else
         return setup_usage_error("unknown command '%s' (see setup help)", cmd);
     struct settings s;

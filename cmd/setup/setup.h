@@ -61,5 +61,7 @@ int cmd_queue(const struct settings *s, int argc, char **argv);
 int cmd_import(const struct settings *s, int argc, char **argv);
 /* setup debug health|settings (cmd_debug.c) */
 int cmd_debug(const struct settings *s, int argc, char **argv);
+/* setup spam learn|forget|check|stats (cmd_spam.c) */
+int cmd_spam(const struct settings *s, int argc, char **argv);
 
 #endif
