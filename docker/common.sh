@@ -82,11 +82,88 @@ check_permit_docker() {
     export PERMIT_NETWORKS
 }
 
+# ClamAV (ENABLE_CLAMAV=1): posthornd scans with libclamav and loads the
+# signatures from CLAMAV_DB_DIR; freshclam fetches them. None are in the
+# image, so they live in the state volume, where docker-mailserver keeps
+# them (STATE_DIR/lib-clamav): a recreated container keeps its signatures.
+CLAMAV_DEFAULT_SUBDIR=lib-clamav
+FRESHCLAM_CONF=/etc/posthorn/freshclam.conf
+# 12 checks a day, as docker-mailserver's freshclam.
+FRESHCLAM_CHECKS=12
+
+# After load_effective_settings: an unset CLAMAV_DB_DIR becomes
+# STATE_DIR/lib-clamav (exported, so the effective settings carry it).
 check_clamav() {
-    case "${ENABLE_CLAMAV:-0}" in
-        1) info "ClamAV arrives with the filters work; ENABLE_CLAMAV ignored" ;;
-        *) ;;
-    esac
+    if [ -z "${CLAMAV_DB_DIR:-}" ] && [ -z "${CLAMAV_DB_DIR__FILE:-}" ]; then
+        CLAMAV_DB_DIR="$S_STATE_DIR/$CLAMAV_DEFAULT_SUBDIR"
+        export CLAMAV_DB_DIR
+        S_CLAMAV_DB_DIR=$CLAMAV_DB_DIR
+    fi
+    [ "$S_ENABLE_CLAMAV" = 1 ] || return 0
+    prepare_dir CLAMAV_DB_DIR "$S_CLAMAV_DB_DIR"
+}
+
+# freshclam's DatabaseOwner must be a user name: the mail user's, or a
+# "posthorn" account made for DMS_VMAIL_UID/GID. Prints the name; fails
+# (after a log line) when no account can be made.
+mail_user_name() {
+    if ! getent group "$S_DMS_VMAIL_GID" >/dev/null; then
+        groupadd -g "$S_DMS_VMAIL_GID" posthorn 2>/dev/null || {
+            info "cannot create a group for DMS_VMAIL_GID $S_DMS_VMAIL_GID"
+            return 1
+        }
+    fi
+    if ! getent passwd "$S_DMS_VMAIL_UID" >/dev/null; then
+        useradd -u "$S_DMS_VMAIL_UID" -g "$S_DMS_VMAIL_GID" -M -N -d /nonexistent \
+            -s /usr/sbin/nologin -c "posthorn mail user" posthorn 2>/dev/null || {
+            info "cannot create a user for DMS_VMAIL_UID $S_DMS_VMAIL_UID"
+            return 1
+        }
+    fi
+    getent passwd "$S_DMS_VMAIL_UID" | cut -d: -f1
+}
+
+write_freshclam_conf() {
+    owner=$1
+    tmp="$FRESHCLAM_CONF.tmp"
+    mkdir -p "$(dirname "$FRESHCLAM_CONF")"
+    {
+        echo "# Written by the entrypoint at every start (ENABLE_CLAMAV=1): changes are lost."
+        echo "DatabaseDirectory $S_CLAMAV_DB_DIR"
+        echo "DatabaseOwner $owner"
+        echo "UpdateLogFile $S_LOG_DIR/freshclam.log"
+        echo "LogFileMaxSize 2M"
+        echo "LogRotate yes"
+        echo "LogTime yes"
+        echo "Foreground yes"
+        echo "Checks $FRESHCLAM_CHECKS"
+        echo "DatabaseMirror database.clamav.net"
+    } >"$tmp" && mv -f "$tmp" "$FRESHCLAM_CONF"
+}
+
+# freshclam in daemon mode (an update now, then $FRESHCLAM_CHECKS a day),
+# in the background, under a subshell that logs its exit. That subshell is
+# started twice removed, an orphan which tini (PID 1) adopts and reaps: as
+# posthornd's child it would stay a zombie once it ends, since posthornd
+# waits for no children. On `docker stop` it ends with the container. A
+# failing freshclam (no network, a mirror down) only logs and tries again
+# at the next check: posthornd keeps answering 451 4.7.1 until signatures
+# are there.
+start_freshclam() {
+    [ "$S_ENABLE_CLAMAV" = 1 ] || return 0
+    owner=$(mail_user_name) || { info "freshclam not started: no signature updates"; return 0; }
+    if ! write_freshclam_conf "$owner"; then
+        info "freshclam not started: cannot write $FRESHCLAM_CONF"
+        return 0
+    fi
+    info "ClamAV: freshclam fetches the signatures into $S_CLAMAV_DB_DIR ($FRESHCLAM_CHECKS checks a day); mail gets 451 4.7.1 until they are loaded"
+    (
+        (
+            status=0
+            freshclam -d --config-file="$FRESHCLAM_CONF" || status=$?
+            info "freshclam stopped (status $status): the ClamAV signatures are no longer updated"
+        ) </dev/null &
+    )
 }
 
 # OVERRIDE_HOSTNAME, else the container's fully qualified name
@@ -111,7 +188,8 @@ resolve_hostname() {
 load_effective_settings() {
     SETTINGS_DUMP=$(setup -c /dev/null debug settings) || fatal "cannot resolve the settings"
     # shellcheck disable=SC2034  # read through eval
-    for name in MAIL_DIR STATE_DIR LOG_DIR CONFIG_DIR DMS_VMAIL_UID DMS_VMAIL_GID SSL_TYPE SSL_CERT_PATH SSL_KEY_PATH; do
+    for name in MAIL_DIR STATE_DIR LOG_DIR CONFIG_DIR DMS_VMAIL_UID DMS_VMAIL_GID SSL_TYPE SSL_CERT_PATH SSL_KEY_PATH \
+            ENABLE_CLAMAV CLAMAV_DB_DIR; do
         value=$(printf '%s\n' "$SETTINGS_DUMP" | sed -n "s/^$name=//p" | sed 's/^"\(.*\)"$/\1/')
         eval "S_$name=\$value"
     done

@@ -13,6 +13,7 @@ into README.md's Container section when POSTHORN_README_FIGURES=1 (a developer
 updating the quoted figures); by default the tree is left as it is.
 """
 
+import hashlib
 import imaplib
 import os
 import poplib
@@ -39,6 +40,8 @@ SERVICE = "mailserver"
 PORTS = {25: 42525, 465: 42465, 587: 42587, 110: 42110, 995: 42995, 143: 42143, 993: 42993}
 PASSWORD = "correct horse battery"
 DMS_PASSWORD = "imported secret"
+# The EICAR test string; its MD5 signature is written at test time (never committed).
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
 class Results:
@@ -355,6 +358,87 @@ class Suite:
         finally:
             self.e.docker("rm", "-f", cid, check=False)
 
+    def set_environment(self, *extra):
+        path = os.path.join(self.project, "compose.yaml")
+        import yaml
+        with open(path) as f:
+            compose = yaml.safe_load(f)
+        compose["services"][SERVICE]["environment"] += list(extra)
+        with open(path, "w") as f:
+            yaml.safe_dump(compose, f, sort_keys=False)
+
+    @staticmethod
+    def data_reply(subject, attachment=None):
+        """One message to alice on port 25; returns the reply to its end
+        of data as (code, text)."""
+        from email.message import EmailMessage
+        m = EmailMessage()
+        m["From"] = "someone@sender.test"
+        m["To"] = "alice@example.com"
+        m["Subject"] = subject
+        m.set_content("hello\n")
+        if attachment is not None:
+            m.add_attachment(attachment, maintype="application", subtype="octet-stream",
+                             filename="eicar.com")
+        with smtplib.SMTP("127.0.0.1", PORTS[25], timeout=15) as s:
+            s.ehlo("client.test")
+            try:
+                code, text = s.mail("someone@sender.test")
+                assert code == 250, (code, text)
+                code, text = s.rcpt("alice@example.com")
+                assert code == 250, (code, text)
+                return s.data(m.as_bytes().replace(b"\n", b"\r\n"))
+            except smtplib.SMTPDataError as e:
+                return e.smtp_code, e.smtp_error
+
+    def clamav(self):
+        """ENABLE_CLAMAV=1 (the container recreated with it): freshclam runs
+        and fails quietly (no network here), mail gets 451 4.7.1 while there
+        are no signatures; a test database written into the state volume is
+        loaded within seconds: EICAR gets 554 5.7.1, clean mail is scanned
+        and accepted."""
+        self.set_environment("ENABLE_CLAMAV=1")
+        self.compose("up", "-d", timeout=120)
+        cid = self.container_id()
+        wait_for("freshclam running", lambda: self.e.docker(
+            "exec", cid, "pgrep", "-x", "freshclam", check=False).returncode == 0, 30, 0.2)
+        conf = self.e.docker("exec", cid, "cat", "/etc/posthorn/freshclam.conf").stdout
+        assert "DatabaseDirectory /var/mail-state/lib-clamav\n" in conf, conf
+        dbdir = os.path.join(self.project, "docker-data", "posthorn", "mail-state", "lib-clamav")
+        assert os.stat(dbdir).st_uid == 5000, "lib-clamav not owned by the mail user"
+        code, text = wait_for("port 25 answers", lambda: self.data_reply("before signatures"), 30)
+        assert code == 451 and b"4.7.1" in text, (code, text)
+
+        db = os.path.join(dbdir, "posthorn-test.hdb")
+        with open(db + ".tmp", "w") as f:
+            f.write(f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Eicar-Test-Signature\n")
+        os.chmod(db + ".tmp", 0o644)
+        os.replace(db + ".tmp", db)
+        # posthornd looks at the directory every 5 s while it has no engine
+        code, text = wait_for("EICAR refused", lambda: (lambda r: r if r[0] != 451 else None)(
+            self.data_reply("eicar", EICAR)), 30, 1)
+        assert code == 554 and b"5.7.1 Virus found" in text, (code, text)
+        code, text = self.data_reply("clean after signatures")
+        assert code == 250, (code, text)
+        wait_for("clean message delivered, scanned", lambda: any(
+            "clean after signatures" in h and "X-Virus-Scanned: ClamAV" in h
+            for h in self.pop3_headers()), 15)
+        # freshclam's failure (no network) is logged, and it stays up for the next check
+        logs = self.logs()
+        assert "freshclam fetches the signatures" in logs, logs[-2000:]
+        assert self.e.docker("exec", cid, "pgrep", "-x", "freshclam", check=False).returncode == 0, \
+            "freshclam stopped:\n" + logs[-2000:]
+
+    def pop3_headers(self, user="alice@example.com", password=PASSWORD):
+        p = poplib.POP3_SSL("127.0.0.1", PORTS[995], context=tls_context(), timeout=15)
+        try:
+            p.user(user)
+            p.pass_(password)
+            return [b"\n".join(p.top(i, 0)[1]).decode(errors="replace")
+                    for i in range(1, len(p.list()[1]) + 1)]
+        finally:
+            p.quit()
+
     def down(self):
         self.compose("down", "--timeout", "60", timeout=120)
         assert self.compose("ps", "-q").stdout.strip() == ""
@@ -395,6 +479,8 @@ def run_suite(engine, tmp, res):
             res.check("idle memory measured", suite.memory)
             res.check("restart keeps everything", suite.restart)
             res.check("kill -9 and start keeps everything", suite.kill9)
+            res.check("ENABLE_CLAMAV=1: freshclam, 451 without signatures, EICAR 554",
+                      suite.clamav)
         res.check("invalid setting: one line, exit 1", suite.invalid_setting)
         res.check("host name without a dot: exit 1", suite.bad_hostname)
         res.check("SSL_TYPE=manual, missing file: exit 1", suite.missing_cert)
