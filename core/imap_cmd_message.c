@@ -309,6 +309,24 @@ static int fetch_build_cache(const struct fetch_state *st, uint32_t uid,
     return 0;
 }
 
+/* FETCH's implicit \Seen, added to a message's current flags. */
+struct seen_update {
+    char flags[8];                /* out: the new Maildir letters */
+    char *keywords;               /* out: the current keywords (malloc'd) */
+};
+
+static int seen_update_fn(void *arg, const char *flags, const char *keywords,
+                          char *new_flags, char **new_keywords)
+{
+    struct seen_update *u = arg;
+    if (!(u->keywords = strdup(keywords)))
+        return -1;
+    imap_flags_to_maildir(imap_flags_from_maildir(flags) | IMAP_FLAG_SEEN, flags, u->flags);
+    snprintf(new_flags, MAILINDEX_FLAGS_MAX + 1, "%s", u->flags);
+    *new_keywords = NULL;
+    return 0;
+}
+
 /* One message's FETCH response into out. Returns 0, 1 when the message
  * has gone from the store, or -1 with err set. */
 static int fetch_one(const struct fetch_state *st, struct item *it, struct fetch_bufs *b,
@@ -337,16 +355,20 @@ static int fetch_one(const struct fetch_state *st, struct item *it, struct fetch
     unsigned system = imap_flags_from_maildir(it->flags);
     bool add_flags = false;
     if (st->sets_seen && !(system & IMAP_FLAG_SEEN)) {
-        char letters[8];
-        imap_flags_to_maildir(system | IMAP_FLAG_SEEN, it->flags, letters);
-        if (mailindex_set_flags(st->ix, st->folder, it->uid, letters, NULL, err, errlen) < 0) {
+        /* \Seen is added to the current flags, not the snapshot's. */
+        struct seen_update u = { .flags = "" };
+        if (mailindex_update_flags(st->ix, st->folder, it->uid, seen_update_fn, &u, err,
+                                   errlen) < 0) {
             int e = errno;
+            free(u.keywords);
             mime_free(mime);
             return e == ENOENT ? 1 : -1;
         }
-        memcpy(it->flags, letters, sizeof it->flags);
+        memcpy(it->flags, u.flags, sizeof it->flags);
+        free(it->keywords);
+        it->keywords = u.keywords;
         it->changed = true;
-        system |= IMAP_FLAG_SEEN;
+        system = imap_flags_from_maildir(it->flags);
         add_flags = true;
     }
     struct imap_fetch_msg m = {
@@ -430,7 +452,7 @@ static void fetch_done(struct imap_session *s, void *arg)
             st->expunged = true;
         } else if (it->changed) {
             st->changed = true;
-            snap_set_flags(s->sel, it->uid, it->flags, NULL);
+            snap_set_flags(s->sel, it->uid, it->flags, it->keywords);
         }
     }
     if (j->done < j->n)
@@ -549,36 +571,58 @@ struct store_job {
     char err[ERR_LEN];
 };
 
-/* Applies the STORE to one message. Returns 0, 1 when it has gone, -1. */
-static int store_one(struct store_job *j, struct item *it, struct buf *kw)
+/* What a STORE computes for one message, from its current flags (run
+ * under the index's lock by mailindex_update_flags). */
+struct store_update {
+    const struct imap_store *op;
+    struct buf *kw;                /* scratch for the new keyword list */
+    char flags[8];                 /* out: the new Maildir letters */
+    char *keywords;                /* out: the new keywords (malloc'd) */
+    bool failed;                   /* too many keywords or out of memory */
+};
+
+static int store_update_fn(void *arg, const char *flags, const char *keywords,
+                           char *new_flags, char **new_keywords)
 {
-    unsigned system = imap_flags_from_maildir(it->flags);
-    buf_reset(kw);
-    if (imap_flags_apply(j->op->op, &j->op->flags, &system, it->keywords, kw) < 0 ||
-        !buf_cstr(kw)) {
-        set_err(j->err, sizeof j->err, "too many keywords or out of memory");
+    struct store_update *u = arg;
+    unsigned system = imap_flags_from_maildir(flags);
+    buf_reset(u->kw);
+    if (imap_flags_apply(u->op->op, &u->op->flags, &system, keywords, u->kw) < 0 ||
+        !buf_cstr(u->kw) || !(u->keywords = strdup(u->kw->data))) {
+        u->failed = true;
         return -1;
     }
-    char letters[8];
-    imap_flags_to_maildir(system, it->flags, letters);
-    bool kw_changed = strcmp(kw->data, it->keywords) != 0;
-    if (kw_changed || strcmp(letters, it->flags) != 0) {
-        if (mailindex_set_flags(j->ix, j->folder, it->uid, letters,
-                                kw_changed ? kw->data : NULL, j->err, sizeof j->err) < 0)
-            return errno == ENOENT ? 1 : -1;
-        if (kw_changed) {
-            char *k = strdup(kw->data);
-            if (!k) {
-                set_err(j->err, sizeof j->err, "out of memory");
-                return -1;
-            }
-            free(it->keywords);
-            it->keywords = k;
-        }
-        memcpy(it->flags, letters, sizeof it->flags);
-        it->changed = true;
-        it->kw_changed = kw_changed;
+    imap_flags_to_maildir(system, flags, u->flags);
+    snprintf(new_flags, MAILINDEX_FLAGS_MAX + 1, "%s", u->flags);
+    *new_keywords = NULL;
+    if (strcmp(u->keywords, keywords) != 0 && !(*new_keywords = strdup(u->keywords))) {
+        u->failed = true;
+        return -1;
     }
+    return 0;
+}
+
+/* Applies the STORE to one message: the change is made to its current
+ * flags, not the snapshot's, so that what another session set meanwhile
+ * stays. Returns 0, 1 when it has gone, -1. */
+static int store_one(struct store_job *j, struct item *it, struct buf *kw)
+{
+    struct store_update u = { .op = j->op, .kw = kw };
+    if (mailindex_update_flags(j->ix, j->folder, it->uid, store_update_fn, &u, j->err,
+                               sizeof j->err) < 0) {
+        int e = errno;
+        free(u.keywords);
+        if (u.failed) {
+            set_err(j->err, sizeof j->err, "too many keywords or out of memory");
+            return -1;
+        }
+        return e == ENOENT ? 1 : -1;
+    }
+    it->kw_changed = strcmp(u.keywords, it->keywords) != 0;
+    it->changed = it->kw_changed || strcmp(u.flags, it->flags) != 0;
+    free(it->keywords);
+    it->keywords = u.keywords;
+    memcpy(it->flags, u.flags, sizeof it->flags);
     if (j->op->silent)
         return 0;
     int rc = buf_printf(&j->out, "* %u FETCH (", it->seq);
@@ -587,7 +631,8 @@ static int store_one(struct store_job *j, struct item *it, struct buf *kw)
     if (rc == 0)
         rc = buf_append(&j->out, "FLAGS ", 6);
     if (rc == 0)
-        rc = imap_write_flags(&j->out, system, it->keywords, it->recent);
+        rc = imap_write_flags(&j->out, imap_flags_from_maildir(it->flags), it->keywords,
+                              it->recent);
     if (rc == 0)
         rc = buf_append(&j->out, ")\r\n", 3);
     if (rc < 0) {

@@ -438,7 +438,10 @@ static size_t mark_changes(struct imap_session *s, const struct mailindex_view *
         }
         const struct mailindex_msg *x = &v->msgs[k];
         const char *kw = x->keywords ? x->keywords : "";
-        const char *fl = x->flags ? x->flags : "";
+        /* Compared as the snapshot holds them (seven letters at most), or a
+         * longer Maildir info would count as a change at every sync. */
+        char fl[sizeof m->flags];
+        snprintf(fl, sizeof fl, "%s", x->flags ? x->flags : "");
         if (!m->expunged && (strcmp(m->flags, fl) != 0 || strcmp(m->keywords, kw) != 0)) {
             char *copy = strdup(kw);
             if (copy) {

@@ -1705,22 +1705,45 @@ int mailindex_read(struct mailindex *ix, const char *folder, uint32_t uid, struc
 
 /* --- Changing ------------------------------------------------------------------------ */
 
-static int set_flags_locked(struct mailindex *ix, const char *key, uint32_t uid,
-                            const char *norm, const char *keywords, char *err, size_t errlen)
+/* Reads the current flags and keywords, lets update() compute the new
+ * ones, and writes them (file name first, then the row), all under the
+ * handle lock and in one transaction. */
+static int update_flags_locked(struct mailindex *ix, const char *key, uint32_t uid,
+                               mailindex_flags_fn update, void *arg, bool rename_always,
+                               char *err, size_t errlen)
 {
     struct folder f;
-    char *name = NULL, *old_kw = NULL, old[FLAGS_MAX + 1];
+    char *name = NULL, *old_kw = NULL, *kw = NULL, old[FLAGS_MAX + 1];
+    char want[MAILINDEX_FLAGS_MAX + 1] = "", norm[FLAGS_MAX + 1];
+    char *want_kw = NULL;
     if (begin(ix, err, errlen) < 0)
         return -1;
     int rc = find_uid(ix, key, uid, &name, old, &old_kw, &f, err, errlen);
-    if (rc == 0 && mailstore_set_flags(ix->ms, ix->address, store_folder(key), name, norm) < 0) {
+    if (rc == 0 && update(arg, old, old_kw, want, &want_kw) < 0) {
+        set_err(err, errlen, "cannot compute the new flags of UID %u", (unsigned)uid);
+        errno = EINVAL;
+        rc = -1;
+    }
+    if (rc == 0 && (norm_flags(want, norm, true) < 0 ||
+                    (want_kw && norm_keywords(want_kw, &kw) < 0))) {
+        set_err(err, errlen, errno == ENOMEM ? "out of memory" : "invalid flags or keywords");
+        rc = -1;
+    }
+    if (rc == 0 && kw && strcmp(kw, old_kw) == 0) {
+        free(kw);
+        kw = NULL;          /* unchanged */
+    }
+    /* mailindex_set_flags renames the file even when the row already
+     * agrees: its name may not (another program changed it since the last
+     * sync). An update that changes nothing skips the directory scan. */
+    bool changed = rc == 0 && (strcmp(old, norm) != 0 || kw);
+    if ((changed || (rc == 0 && rename_always)) &&
+        mailstore_set_flags(ix->ms, ix->address, store_folder(key), name, norm) < 0) {
         set_err(err, errlen, "cannot set flags of %s: %s", name, strerror(errno));
         rc = -1;
     }
-    if (rc == 0 && keywords && strcmp(keywords, old_kw) == 0)
-        keywords = NULL;    /* unchanged */
-    if (rc == 0 && (strcmp(old, norm) != 0 || keywords)) {
-        rc = msg_set_flags(ix, f.id, uid, norm, keywords, next_modseq(&f), err, errlen);
+    if (rc == 0 && changed) {
+        rc = msg_set_flags(ix, f.id, uid, norm, kw, next_modseq(&f), err, errlen);
         if (rc == 0)
             rc = folder_save(ix, &f, err, errlen);
     }
@@ -1731,8 +1754,45 @@ static int set_flags_locked(struct mailindex *ix, const char *key, uint32_t uid,
         rollback(ix);   /* the file's new name is the truth: the next sync adopts it */
     free(name);
     free(old_kw);
+    free(kw);
+    free(want_kw);
     errno = saved;
     return rc;
+}
+
+static int update_flags(struct mailindex *ix, const char *folder, uint32_t uid,
+                        mailindex_flags_fn update, void *arg, bool rename_always, char *err,
+                        size_t errlen)
+{
+    pthread_mutex_lock(&ix->mu);
+    int rc = recover(ix, err, errlen);
+    if (rc == 0)
+        rc = update_flags_locked(ix, folder_key(folder), uid, update, arg, rename_always, err,
+                                 errlen);
+    int saved = errno;
+    pthread_mutex_unlock(&ix->mu);
+    errno = saved;
+    return rc;
+}
+
+int mailindex_update_flags(struct mailindex *ix, const char *folder, uint32_t uid,
+                           mailindex_flags_fn update, void *arg, char *err, size_t errlen)
+{
+    return update_flags(ix, folder, uid, update, arg, false, err, errlen);
+}
+
+struct set_flags_arg {
+    const char *flags, *keywords;
+};
+
+static int set_flags_fn(void *arg, const char *flags, const char *keywords, char *new_flags,
+                        char **new_keywords)
+{
+    (void)flags, (void)keywords;
+    const struct set_flags_arg *a = arg;
+    snprintf(new_flags, MAILINDEX_FLAGS_MAX + 1, "%s", a->flags);
+    *new_keywords = a->keywords ? strdup(a->keywords) : NULL;
+    return a->keywords && !*new_keywords ? -1 : 0;
 }
 
 int mailindex_set_flags(struct mailindex *ix, const char *folder, uint32_t uid,
@@ -1743,15 +1803,9 @@ int mailindex_set_flags(struct mailindex *ix, const char *folder, uint32_t uid,
         set_err(err, errlen, errno == ENOMEM ? "out of memory" : "invalid flags or keywords");
         return -1;
     }
-    pthread_mutex_lock(&ix->mu);
-    int rc = recover(ix, err, errlen);
-    if (rc == 0)
-        rc = set_flags_locked(ix, folder_key(folder), uid, norm, kw, err, errlen);
-    int saved = errno;
-    pthread_mutex_unlock(&ix->mu);
     free(kw);
-    errno = saved;
-    return rc;
+    struct set_flags_arg a = { norm, keywords };
+    return update_flags(ix, folder, uid, set_flags_fn, &a, true, err, errlen);
 }
 
 /* Removes one message: file first, then its row (see the top of the file).

@@ -86,6 +86,21 @@ int mailindex_read(struct mailindex *ix, const char *folder, uint32_t uid, struc
 int mailindex_set_flags(struct mailindex *ix, const char *folder, uint32_t uid,
                         const char *flags, const char *keywords, char *err, size_t errlen);
 
+/* Like mailindex_set_flags, but the new flags are computed from the
+ * message's current ones under the handle lock, so that a change made
+ * meanwhile by another session on this handle is not lost (STORE +FLAGS,
+ * FETCH's implicit \Seen). update(arg, flags, keywords, new_flags,
+ * new_keywords) gets the current Maildir letters and keywords; it writes
+ * the new letters into new_flags (at most MAILINDEX_FLAGS_MAX) and sets
+ * *new_keywords to a malloc'd keyword string, or NULL to keep them; it
+ * returns 0, or -1 to give up (nothing changes). It must not call into
+ * mailindex. Returns 0 or -1 (errno ENOENT for an unknown UID). */
+#define MAILINDEX_FLAGS_MAX 52
+typedef int (*mailindex_flags_fn)(void *arg, const char *flags, const char *keywords,
+                                  char *new_flags, char **new_keywords);
+int mailindex_update_flags(struct mailindex *ix, const char *folder, uint32_t uid,
+                           mailindex_flags_fn update, void *arg, char *err, size_t errlen);
+
 /* Removes messages (files first, then index rows). Each message is either
  * fully present or fully gone after a crash. Returns the number removed, or
  * -1 on error. */

@@ -1131,6 +1131,71 @@ static void put_file(const char *local, const char *folder, const char *rel, con
     utimensat(AT_FDCWD, path, ts, 0);
 }
 
+/* mailindex_update_flags: the callback sees the current flags and
+ * keywords (what another session set since), and its result is written. */
+struct add_flag {
+    const char *letter, *keyword;
+    char seen_flags[64], seen_kw[128];
+    int fail;
+};
+
+static int add_flag_fn(void *arg, const char *flags, const char *keywords, char *new_flags,
+                       char **new_keywords)
+{
+    struct add_flag *a = arg;
+    snprintf(a->seen_flags, sizeof a->seen_flags, "%s", flags);
+    snprintf(a->seen_kw, sizeof a->seen_kw, "%s", keywords);
+    if (a->fail)
+        return -1;
+    snprintf(new_flags, MAILINDEX_FLAGS_MAX + 1, "%s%s", flags, a->letter);
+    *new_keywords = NULL;
+    if (a->keyword) {
+        size_t n = strlen(keywords) + strlen(a->keyword) + 2;
+        *new_keywords = malloc(n);
+        if (*new_keywords)
+            snprintf(*new_keywords, n, "%s%s%s", keywords, *keywords ? " " : "", a->keyword);
+    }
+    return 0;
+}
+
+TEST(update_flags_from_current)
+{
+    const char *addr = "upd@example.org";
+    struct mailindex *ix = open_ix(addr);
+    struct mailindex_view v;
+    char err[256];
+    CHECK_INT(deliver(addr, NULL, "u"), 0);
+    CHECK_INT(sync_view(ix, NULL, &v), 0);
+    mailindex_view_free(&v);
+    /* Someone else sets \Flagged and a keyword... */
+    CHECK_INT(mailindex_set_flags(ix, NULL, 1, "F", "Other", err, sizeof err), 0);
+    /* ...and a change computed from the current state keeps both. */
+    struct add_flag a = { .letter = "S", .keyword = "Mine" };
+    CHECK_INT(mailindex_update_flags(ix, NULL, 1, add_flag_fn, &a, err, sizeof err), 0);
+    CHECK_STR(a.seen_flags, "F");
+    CHECK_STR(a.seen_kw, "Other");
+    CHECK_INT(sync_view(ix, NULL, &v), 0);
+    if (v.n == 1) {
+        CHECK_STR(v.msgs[0].flags, "FS");
+        CHECK_STR(v.msgs[0].keywords, "Other Mine");
+    }
+    mailindex_view_free(&v);
+    /* A callback that gives up changes nothing; an unknown UID is ENOENT. */
+    struct add_flag b = { .letter = "T", .fail = 1 };
+    CHECK_INT(mailindex_update_flags(ix, NULL, 1, add_flag_fn, &b, err, sizeof err), -1);
+    CHECK_INT(sync_view(ix, NULL, &v), 0);
+    if (v.n == 1)
+        CHECK_STR(v.msgs[0].flags, "FS");
+    mailindex_view_free(&v);
+    errno = 0;
+    CHECK_INT(mailindex_update_flags(ix, NULL, 9, add_flag_fn, &a, err, sizeof err), -1);
+    CHECK_INT(errno, ENOENT);
+    /* Letters that are not flags are refused. */
+    struct add_flag c = { .letter = "\\" };
+    CHECK_INT(mailindex_update_flags(ix, NULL, 1, add_flag_fn, &c, err, sizeof err), -1);
+    mailindex_close(ix);
+}
+
 TEST(dovecot_uidlist_import)
 {
     const char *addr = "dove@example.org";
@@ -1469,6 +1534,7 @@ int main(void)
     RUN(folder_rename);
     RUN(subscriptions);
     RUN(keywords_kept);
+    RUN(update_flags_from_current);
     RUN(dovecot_uidlist_import);
     RUN(dovecot_uidlist_damaged);
     RUN(uidlist_follows_changes);
