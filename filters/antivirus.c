@@ -49,6 +49,13 @@ static struct {
 
 /* --- libclamav's own messages go to our log --------------------------------- */
 
+/* Errors libclamav reported on this thread since clamav_scan reset it. A
+ * scan runs on the calling thread, and libclamav 1.4 answers CL_CLEAN when
+ * it cannot even create its temporary directory (TMPDIR missing or full):
+ * a clean answer with an error beside it was no scan. The message callback
+ * gets no scan context for that error, hence a thread-local count. */
+static _Thread_local unsigned scan_errors;
+
 static void on_clamav_msg(enum cl_msg severity, const char *fullmsg, const char *msg, void *ctx)
 {
     (void)fullmsg;
@@ -56,12 +63,14 @@ static void on_clamav_msg(enum cl_msg severity, const char *fullmsg, const char 
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         n--;
-    if (severity == CL_MSG_ERROR)
+    if (severity == CL_MSG_ERROR) {
+        scan_errors++;
         log_error("clamav: libclamav: %.*s", (int)n, msg);
-    else if (severity == CL_MSG_WARN)
+    } else if (severity == CL_MSG_WARN) {
         log_warn("clamav: libclamav: %.*s", (int)n, msg);
-    else
+    } else {
         log_debug("clamav: libclamav: %.*s", (int)n, msg);
+    }
 }
 
 static void init_library(void)
@@ -290,6 +299,26 @@ static void clean_virname(const char *in, char *out, size_t outlen)
     out[n] = '\0';
 }
 
+#define LIMITS_PREFIX "Heuristics.Limits.Exceeded."
+
+/* libclamav gave up at one of its limits. Running out of time says nothing
+ * about the message (the machine may be busy): try again later. Any other
+ * limit is a property of the message (nesting, number of parts, unpacked
+ * size) and the same on every attempt: refused, never accepted unscanned. */
+static void limits_exceeded(const char *limit, const char *id, struct filter_result *r)
+{
+    char name[VIRNAME_MAX + 1], text[FILTER_TEXT_MAX];
+    clean_virname(limit, name, sizeof name);
+    log_warn("clamav: %s scan incomplete: %s exceeded", id, name);
+    if (strcmp(name, "MaxScanTime") == 0) {
+        refuse(r, FILTER_TEMPFAIL, 451, "4.7.1", "CLAMAV_TIMEOUT",
+               "Virus scan took too long, try again later");
+        return;
+    }
+    snprintf(text, sizeof text, "Message cannot be scanned for viruses (%s exceeded)", name);
+    refuse(r, FILTER_REJECT, 554, "5.7.1", "CLAMAV_LIMITS", text);
+}
+
 void clamav_scan(struct cl_engine *e, const char *msg, size_t len, unsigned long long size_limit,
                  const char *id, struct filter_result *r, struct buf *headers)
 {
@@ -316,20 +345,36 @@ void clamav_scan(struct cl_engine *e, const char *msg, size_t len, unsigned long
     memset(&opt, 0, sizeof opt);
     /* Every parser, as clamd has by default; heuristic alerts (phishing,
      * broken executables, encrypted archives) stay off: they would refuse
-     * legitimate mail with a 5xx. */
+     * legitimate mail with a 5xx. The one exception is EXCEEDS_MAX: without
+     * it libclamav stops at a limit (MaxRecursion 17, MaxFiles 10000,
+     * MaxScanTime 120 s, ...) and answers clean, so a virus 19 multipart
+     * levels deep, or after 10,000 parts, would be accepted as scanned. A
+     * real signature match still wins over the limit alert. */
     opt.parse = CL_SCAN_PARSE_ARCHIVE | CL_SCAN_PARSE_ELF | CL_SCAN_PARSE_PDF |
                 CL_SCAN_PARSE_SWF | CL_SCAN_PARSE_HWP3 | CL_SCAN_PARSE_XMLDOCS |
                 CL_SCAN_PARSE_MAIL | CL_SCAN_PARSE_OLE2 | CL_SCAN_PARSE_HTML |
                 CL_SCAN_PARSE_PE | CL_SCAN_PARSE_ONENOTE | CL_SCAN_PARSE_IMAGE |
                 CL_SCAN_PARSE_IMAGE_FUZZY_HASH;
+    opt.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX;
     const char *virname = NULL;
     unsigned long scanned = 0;
+    scan_errors = 0;
     cl_error_t rc = cl_scanmap_callback(map, NULL, &virname, &scanned, e, &opt, NULL);
     cl_fmap_close(map);
+    if (rc == CL_CLEAN && scan_errors) {
+        log_error("clamav: %s scan failed: libclamav reported an error but no result", id);
+        refuse(r, FILTER_TEMPFAIL, 451, "4.7.1", "CLAMAV_ERROR",
+               "Virus scan failed, try again later");
+        return;
+    }
     if (rc == CL_CLEAN) {
         r->verdict = FILTER_ACCEPT;
         if (headers)
             buf_append(headers, CLAMAV_HEADER_CLEAN "\r\n", sizeof CLAMAV_HEADER_CLEAN + 1);
+        return;
+    }
+    if (rc == CL_VIRUS && virname && strncmp(virname, LIMITS_PREFIX, strlen(LIMITS_PREFIX)) == 0) {
+        limits_exceeded(virname + strlen(LIMITS_PREFIX), id, r);
         return;
     }
     if (rc == CL_VIRUS) {

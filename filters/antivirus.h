@@ -10,9 +10,18 @@
  * End of data (port 25 and authenticated submission alike): the whole
  * message is scanned from memory with mail parsing on (MIME parts,
  * base64/uuencode/binhex, archives, office documents, PDF, packed
- * executables), heuristic alerts off.
+ * executables); of the heuristics only "a limit was exceeded" is on, since
+ * past its limits (nesting, number of files, scan time) libclamav stops
+ * looking and would otherwise answer clean.
  *   clean                          X-Virus-Scanned: ClamAV using posthorn
  *   infected                       554 5.7.1 Virus found: <signature name>
+ *   a limit exceeded               554 5.7.1 Message cannot be scanned for viruses
+ *                                  (<limit> exceeded); the scan time limit
+ *                                  gives 451 4.7.1 instead (a busy machine
+ *                                  says nothing about the message)
+ *   clean, but libclamav logged an error during the scan (it answers clean
+ *   when it cannot unpack into TMPDIR)
+ *                                  451 4.7.1, reason CLAMAV_ERROR
  *   larger than CLAMAV_MESSAGE_SIZE_LIMIT
  *                                  accepted unscanned, with
  *                                  X-Virus-Scanned: skipped (message too large)

@@ -14,8 +14,9 @@ in the table is NXDOMAIN; a name without the asked type is NOERROR with no
 answer (NODATA). TXT values are strings, or lists of strings for a record of
 several character-strings; strings over 255 bytes are split. Names may be
 given with or without the trailing dot and are matched case-insensitively.
-`fail(name, "SERVFAIL" | "REFUSED" | "TIMEOUT")` makes a name fail (TIMEOUT:
-no answer at all); `clear_failure(name)` undoes it. `set`, `remove` and
+`fail(name, "SERVFAIL" | "REFUSED" | "TIMEOUT" | "GARBAGE")` makes a name
+fail (TIMEOUT: no answer at all; GARBAGE: a malformed reply, see
+garbage_reply); `clear_failure(name)` undoes it. `set`, `remove` and
 `fail` may be called while the server runs (they take a lock).
 
 UDP answers larger than the client's limit (512, or its EDNS size) are sent
@@ -24,7 +25,7 @@ truncated with TC set, so clients retry over TCP.
 Run standalone, for example inside a network namespace:
     /usr/bin/python3 dnsfixture.py --listen 198.18.10.1:53 --zone zone.json
 zone.json holds the same mapping (MX entries as [preference, host]) and may
-have a "_fail" key: {"name": "SERVFAIL"|"REFUSED"|"TIMEOUT"}.
+have a "_fail" key: {"name": "SERVFAIL"|"REFUSED"|"TIMEOUT"|"GARBAGE"}.
 """
 
 import argparse
@@ -37,7 +38,7 @@ import threading
 
 from dnslib import AAAA, CNAME, DNSRecord, MX, PTR, QTYPE, RCODE, RR, TXT, A
 
-FAILURES = ("SERVFAIL", "REFUSED", "TIMEOUT")
+FAILURES = ("SERVFAIL", "REFUSED", "TIMEOUT", "GARBAGE")
 TYPES = ("A", "AAAA", "MX", "TXT", "PTR", "CNAME")
 
 
@@ -73,6 +74,22 @@ def _rdata(rtype, value):
     if rtype == "CNAME":
         return CNAME(value)
     raise ValueError("unsupported record type %r" % rtype)
+
+
+def garbage_reply(query):
+    """A reply that a resolver can match to `query` (same ID, QR set, the
+    question echoed) but cannot parse: the header announces two answers, and
+    the first one's owner name is a compression pointer to itself, followed
+    by a record cut short."""
+    qid = query[:2] if len(query) >= 2 else b"\0\0"
+    end = 12
+    while end < len(query) and query[end] != 0:   # the question's labels
+        end += 1 + query[end]
+    question = query[12:end + 5]                  # root label, type, class
+    header = qid + struct.pack("!HHHHH", 0x8580, 1, 2, 0, 0)
+    # 0xc000 | offset: a pointer to the very octets of the pointer.
+    loop = struct.pack("!H", 0xC000 | (12 + len(question)))
+    return header + question + loop + b"\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x7f"
 
 
 class _UDPHandler(socketserver.BaseRequestHandler):
@@ -192,6 +209,8 @@ class DnsFixture:
             rrs = {t: list(v) for t, v in rrs.items()} if rrs is not None else None
         if how == "TIMEOUT":
             return None
+        if how == "GARBAGE":
+            return garbage_reply(data)
         if how is not None:
             reply.header.rcode = getattr(RCODE, how)
         elif rrs is None:
