@@ -19,6 +19,7 @@
 
 #include <unbound.h>
 
+#include "dns_cache.h"
 #include "log.h"
 
 /* Records kept per answer; more are ignored (and logged). */
@@ -73,6 +74,7 @@ struct dns {
     pthread_mutex_t sync_mu;
     unsigned sync_helpers;
     bool released;                  /* dns_free done with the loop side */
+    struct dns_cache *sync_cache;   /* answers of blocking lookups (NULL: none) */
 };
 
 static void context_release(struct dns *d);
@@ -989,6 +991,7 @@ static void sync_job_unref(struct sync_job *j)
 static void context_delete(struct dns *d)
 {
     ub_ctx_delete(d->ub);
+    dns_cache_free(d->sync_cache);
     pthread_mutex_destroy(&d->sync_mu);
     free(d);
 }
@@ -1074,6 +1077,8 @@ enum dns_status dns_sync_query(struct dns *d, const char *name, int type, struct
     out->status = DNS_PERMFAIL;
     if (!d || !name || !name_valid(name) || !sync_type_ok(type))
         return out->status;
+    if (dns_cache_get(d->sync_cache, name, type, out))
+        return out->status;
     out->status = DNS_TEMPFAIL;
     struct sync_job *j = sync_job_new(d, name, type);
     if (!j)
@@ -1097,6 +1102,7 @@ enum dns_status dns_sync_query(struct dns *d, const char *name, int type, struct
     if (j->done) {
         *out = j->ans;
         memset(&j->ans, 0, sizeof j->ans);
+        dns_cache_put(d->sync_cache, name, type, out);
     } else {
         log_debug("dns: %s %s: no answer within %.1f s (blocking)", type_name(type), name, secs);
     }
@@ -1242,6 +1248,7 @@ struct dns *dns_new(struct ev_loop *loop, const char *resolver, char *err, size_
         return NULL;
     }
     pthread_mutex_init(&d->sync_mu, NULL);
+    d->sync_cache = dns_cache_new();
     int rc = ub_ctx_async(d->ub, 1);
     if (rc) {
         snprintf(err, errlen, "libunbound threads: %s", ub_strerror(rc));
