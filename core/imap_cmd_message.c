@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bayes.h"
 #include "imap_bodystructure.h"
 #include "imap_fetch.h"
 #include "imap_search.h"
@@ -961,16 +960,17 @@ static int copyuid_code(struct buf *b, const struct copy_job *j)
 }
 
 /* Moving or copying a message into Junk says "spam", out of Junk "not
- * spam" (except into Trash: deleting spam says nothing): the Bayes
- * classifier learns it on the worker pool, from the copies in dst. */
+ * spam" (except into Trash: deleting spam says nothing): the daemon's
+ * junk_moved hook (the Bayes classifier) learns it on the worker pool, from
+ * the copies in dst. */
 static void learn_junk(struct imap_session *s, const struct copy_job *j)
 {
     bool to_junk = j->dst && strcmp(j->dst, "Junk") == 0;
     bool from_junk = j->src && strcmp(j->src, "Junk") == 0;
     if (to_junk == from_junk || (from_junk && j->dst && strcmp(j->dst, "Trash") == 0))
         return;
-    bayes_learn_moved(s->srv, s->address, j->dst, j->dst_uids, j->n,
-                      to_junk ? BAYES_SPAM : BAYES_HAM);
+    if (s->srv->junk_moved)
+        s->srv->junk_moved(s->srv, s->address, j->dst, j->dst_uids, j->n, to_junk);
 }
 
 static void copy_done(struct imap_session *s, void *arg)

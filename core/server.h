@@ -4,6 +4,8 @@
 #define POSTHORN_SERVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include <ev.h>
 
@@ -30,6 +32,12 @@ struct server {
     const struct listener *smtp_listener;   /* port 25, for mail-loop detection */
     const struct netmatch *permit_networks; /* PERMIT_NETWORKS: may relay on port 25 */
     bool stopping;             /* SIGTERM received: finish what is in flight */
+    /* Called by IMAP on the loop thread after a user moved or copied
+     * messages uids[0..n), now in `folder`, into Junk (spam) or out of it:
+     * the spam classifier learns from that. Set by the daemon; NULL:
+     * nothing learns. */
+    void (*junk_moved)(struct server *srv, const char *address, const char *folder,
+                       const uint32_t *uids, size_t n, bool spam);
 };
 
 #endif

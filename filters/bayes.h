@@ -194,5 +194,8 @@ struct bayes *bayes_shared(const struct settings *st);
  * loop thread; uids is copied. */
 void bayes_learn_moved(struct server *srv, const char *address, const char *folder,
                        const uint32_t *uids, size_t n, enum bayes_class cls);
+/* The same in the shape of server.h's junk_moved hook. */
+void bayes_junk_moved(struct server *srv, const char *address, const char *folder,
+                      const uint32_t *uids, size_t n, bool spam);
 
 #endif

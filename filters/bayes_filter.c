@@ -171,3 +171,9 @@ nomem:
         learn_job_free(j);
     log_warn("bayes: out of memory; %zu messages of %s not learned", n, address);
 }
+
+void bayes_junk_moved(struct server *srv, const char *address, const char *folder,
+                      const uint32_t *uids, size_t n, bool spam)
+{
+    bayes_learn_moved(srv, address, folder, uids, n, spam ? BAYES_SPAM : BAYES_HAM);
+}

@@ -11,6 +11,7 @@
 #include <ev.h>
 
 #include "accounts.h"
+#include "bayes.h"
 #include "conn.h"
 #include "dns.h"
 #include "imap_server.h"
@@ -234,6 +235,7 @@ static int start(struct daemon *d, char *err, size_t errlen)
         return -1;
     if (open_services(d, err, errlen) < 0)
         return -1;
+    d->srv.junk_moved = bayes_junk_moved;
     if (filters_start(&d->srv) < 0) {
         snprintf(err, errlen, "cannot start the inbound filters");
         return -1;
