@@ -17,10 +17,9 @@
  * UIDVALIDITY. Copies and appends are made durable before they are indexed.
  *
  * The dovecot-uidlist file in each folder directory repeats the UIDs (in
- * Dovecot's format 3: "3 V<uidvalidity> N<uidnext>", then "<uid> :<base
- * name>" per message), so that an index that is deleted or damaged is
- * rebuilt with the same UIDVALIDITY and UIDs, and so that a Maildir
- * migrated from Dovecot keeps its UIDs. It is only a recovery aid: lines
+ * Dovecot's format 3; mailindex_uidlist.h), so that an index that is
+ * deleted or damaged is rebuilt with the same UIDVALIDITY and UIDs, and so
+ * that a Maildir migrated from Dovecot keeps its UIDs. It is only a recovery aid: lines
  * are appended (one write per sync, append or copy, no fsync) before the
  * transaction that assigns the UIDs commits, and the whole file is
  * rewritten (temporary file and rename) when UIDVALIDITY changes or when
@@ -32,6 +31,7 @@
  * per-handle mutex serializes every call on a handle, so one SQLite
  * connection per owner is enough and a sync never races another sync. */
 #include "mailindex.h"
+#include "mailindex_uidlist.h"
 #include "util.h"
 
 #include <errno.h>
@@ -61,9 +61,6 @@
 #define FOLDER_NAME_MAX 254                    /* ".<name>" is one directory name */
 #define SUBSCRIPTION_MAX 1024                  /* octets in a subscribed name */
 #define RESERVED_PREFIX "posthorn-del"         /* the store's trash names */
-#define UIDLIST_FILE  "dovecot-uidlist"
-#define UIDLIST_MAX   (256ULL * 1024 * 1024)   /* bigger files are not imported */
-#define UIDLIST_SLACK 64                       /* extra lines tolerated before a rewrite */
 
 /* Schema migrations: entry i brings the database from version i to i+1.
  * Append only; never edit a released entry. */
@@ -960,7 +957,12 @@ static int crlf_size(struct mailindex *ix, const char *folder, const char *name,
     return 0;
 }
 
-/* --- dovecot-uidlist ----------------------------------------------------------------- */
+/* --- dovecot-uidlist (mailindex_uidlist.c) ----------------------------------------- */
+
+static struct uidlist_at uidlist_where(struct mailindex *ix, const char *key)
+{
+    return (struct uidlist_at){ ix->ms, ix->address, store_folder(key), ix->path };
+}
 
 /* Rewrites the folder's uidlist: the header, then the live rows m[0..n)
  * (ascending UIDs). A failure is only logged (the file is a recovery aid);
@@ -968,30 +970,12 @@ static int crlf_size(struct mailindex *ix, const char *folder, const char *name,
 static void uidlist_rewrite(struct mailindex *ix, const char *key, struct folder *f,
                             const struct mailindex_msg *m, size_t n)
 {
-    struct buf b = BUF_INIT;
-    uint64_t lines = 1;
-    int rc = buf_printf(&b, "3 V%u N%llu\n", (unsigned)f->uidvalidity,
-                        (unsigned long long)f->uidnext);
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (!m[i].name)
-            continue;
-        rc = buf_printf(&b, "%u :%s\n", (unsigned)m[i].uid, m[i].name);
-        lines++;
-    }
-    if (rc < 0)
-        errno = ENOMEM;
-    else
-        rc = mailstore_meta_write(ix->ms, ix->address, store_folder(key), UIDLIST_FILE,
-                                  b.data, b.len, false);
-    if (rc < 0 && errno != ENOENT)  /* ENOENT: an INBOX not created yet */
-        log_warn("mailindex: %s: cannot write the %s of %s: %s", ix->path, UIDLIST_FILE,
-                 *key ? key : "INBOX", strerror(errno));
-    uint64_t now = rc == 0 ? lines : 0;
+    struct uidlist_at at = uidlist_where(ix, key);
+    uint64_t now = uidlist_write(&at, f->uidvalidity, f->uidnext, m, n);
     if (now != f->uidlist_lines) {
         f->uidlist_lines = now;
         f->dirty = true;
     }
-    buf_free(&b);
 }
 
 /* Rewrites it from the rows in the database (inside the transaction, so
@@ -1019,28 +1003,13 @@ static void uidlist_add(struct mailindex *ix, const char *key, struct folder *f,
         uidlist_rewrite_db(ix, key, f);
         return;
     }
-    struct buf b = BUF_INIT;
-    int rc = 0;
-    size_t lines = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (!m[i].name)
-            continue;
-        rc = buf_printf(&b, "%u :%s\n", (unsigned)m[i].uid, m[i].name);
-        lines++;
-    }
-    if (rc < 0)
-        errno = ENOMEM;
-    else if (lines > 0)
-        rc = mailstore_meta_write(ix->ms, ix->address, store_folder(key), UIDLIST_FILE,
-                                  b.data, b.len, true);
-    buf_free(&b);
+    struct uidlist_at at = uidlist_where(ix, key);
+    uint64_t lines;
+    int rc = uidlist_append(&at, m, n, &lines);
     if (rc < 0 && errno == ENOENT) {
         uidlist_rewrite_db(ix, key, f);     /* removed behind our back */
         return;
     }
-    if (rc < 0)
-        log_warn("mailindex: %s: cannot append to the %s of %s: %s", ix->path, UIDLIST_FILE,
-                 *key ? key : "INBOX", strerror(errno));
     f->uidlist_lines = rc < 0 ? 0 : f->uidlist_lines + lines;
     f->dirty = true;
 }
@@ -1051,180 +1020,10 @@ static void uidlist_add(struct mailindex *ix, const char *key, struct folder *f,
 static void uidlist_update(struct mailindex *ix, const char *key, struct folder *f,
                            const struct rows *r, size_t before, bool force)
 {
-    uint64_t live = 0;
-    for (size_t i = 0; i < r->n; i++)
-        live += r->m[i].name != NULL;
-    if (force || f->uidlist_lines == 0 || f->uidlist_lines > 2 * (live + 1) + UIDLIST_SLACK)
+    if (force || uidlist_rewrite_due(f->uidlist_lines, r->m, r->n))
         uidlist_rewrite(ix, key, f, r->m, r->n);
     else if (r->n > before)
         uidlist_add(ix, key, f, r->m + before, r->n - before);
-}
-
-/* The UIDs a uidlist gives to base names, sorted by name. */
-struct uidmap_ent {
-    const char *name;           /* points into data */
-    uint32_t uid;
-};
-
-struct uidmap {
-    char *data;
-    struct uidmap_ent *e;
-    size_t n, cap;
-};
-
-static void uidmap_free(struct uidmap *m)
-{
-    free(m->data);
-    free(m->e);
-    memset(m, 0, sizeof *m);
-}
-
-/* Decimal digits (at most 10) into *out; advances *p. */
-static bool take_u64(const char **p, uint64_t *out)
-{
-    uint64_t v = 0;
-    int n = 0;
-    for (; (*p)[n] >= '0' && (*p)[n] <= '9'; n++) {
-        if (n >= 10)
-            return false;
-        v = v * 10 + (uint64_t)((*p)[n] - '0');
-    }
-    if (n == 0)
-        return false;
-    *p += n;
-    *out = v;
-    return true;
-}
-
-/* "3 V<uidvalidity> N<uidnext> [other fields]" or version 1's
- * "1 <uidvalidity> <uidnext>". Returns the version, or 0 when bad. */
-static int parse_uidlist_header(const char *line, uint64_t *uv, uint64_t *next)
-{
-    const char *p = line;
-    *uv = 0;
-    *next = 1;
-    if (strncmp(p, "1 ", 2) == 0) {
-        p += 2;
-        if (!take_u64(&p, uv) || *p++ != ' ' || !take_u64(&p, next) || *p != '\0')
-            return 0;
-    } else if (strncmp(p, "3", 1) == 0 && (p[1] == ' ' || p[1] == '\0')) {
-        for (p++; *p; ) {
-            if (*p == ' ') {
-                p++;
-                continue;
-            }
-            char k = *p++;
-            if ((k == 'V' && !take_u64(&p, uv)) || (k == 'N' && !take_u64(&p, next)))
-                return 0;
-            p += strcspn(p, " ");
-        }
-    } else {
-        return 0;
-    }
-    if (*uv == 0 || *uv > UINT32_MAX || *next == 0)
-        return 0;
-    return line[0] - '0';
-}
-
-/* "<uid> [<key><value> ...] :<name>" (version 3) or "<uid> <name>"
- * (version 1); the name is cut before any ':' info. Modifies line. */
-static bool parse_uidlist_entry(char *line, int version, uint64_t *uid, const char **name)
-{
-    const char *p = line;
-    if (!take_u64(&p, uid) || *uid == 0 || *uid > UINT32_MAX || *p != ' ')
-        return false;
-    if (version == 1) {
-        p++;
-    } else {
-        for (;;) {
-            while (*p == ' ')
-                p++;
-            if (*p == ':' || *p == '\0')
-                break;
-            p += strcspn(p, " ");
-        }
-        if (*p++ != ':')
-            return false;
-    }
-    char *n = line + (p - line);
-    n[strcspn(n, ":")] = '\0';
-    *name = n;
-    return *n != '\0' && !strchr(n, '/');
-}
-
-static int cmp_uidmap(const void *a, const void *b)
-{
-    const struct uidmap_ent *x = a, *y = b;
-    int c = strcmp(x->name, y->name);
-    return c ? c : x->uid < y->uid ? -1 : x->uid > y->uid;
-}
-
-static int uidmap_push(struct uidmap *m, const char *name, uint32_t uid)
-{
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 256;
-        struct uidmap_ent *e = realloc(m->e, cap * sizeof *e);
-        if (!e)
-            return -1;
-        m->e = e;
-        m->cap = cap;
-    }
-    m->e[m->n].name = name;
-    m->e[m->n++].uid = uid;
-    return 0;
-}
-
-/* Parses a whole uidlist. UIDs must ascend (as Dovecot requires); a last
- * line cut short by a crash only counts for UIDNEXT. Returns false when
- * the file cannot be trusted. */
-static bool parse_uidlist(char *data, size_t len, struct uidmap *m, uint64_t *uv,
-                          uint64_t *next)
-{
-    char *line = data, *end = data + len;
-    char *nl = memchr(line, '\n', len);
-    if (!nl)
-        return false;
-    *nl = '\0';
-    int version = parse_uidlist_header(line, uv, next);
-    if (version == 0)
-        return false;
-    uint64_t last = 0;
-    for (line = nl + 1; line < end; line = nl + 1) {
-        nl = memchr(line, '\n', (size_t)(end - line));
-        bool complete = nl != NULL;
-        if (!nl)
-            nl = end;
-        *nl = '\0';
-        uint64_t uid;
-        const char *name;
-        if (*line == '\0')
-            continue;
-        if (!parse_uidlist_entry(line, version, &uid, &name)) {
-            const char *p = line;
-            if (complete)
-                return false;
-            if (take_u64(&p, &uid) && uid > last && uid <= UINT32_MAX)
-                last = uid;
-            break;
-        }
-        if (uid <= last || uidmap_push(m, name, (uint32_t)uid) < 0)
-            return false;
-        last = uid;
-    }
-    if (*next <= last)
-        *next = last + 1;
-    if (*next > UINT32_MAX)
-        return false;
-    /* A name listed twice (moved away and back): its latest UID counts. */
-    qsort(m->e, m->n, sizeof *m->e, cmp_uidmap);
-    size_t out = 0;
-    for (size_t i = 0; i < m->n; i++) {
-        if (out > 0 && strcmp(m->e[out - 1].name, m->e[i].name) == 0)
-            out--;
-        m->e[out++] = m->e[i];
-    }
-    m->n = out;
-    return true;
 }
 
 /* For a folder the index has just added: takes UIDVALIDITY, UIDNEXT and
@@ -1234,46 +1033,17 @@ static bool parse_uidlist(char *data, size_t len, struct uidmap *m, uint64_t *uv
 static bool uidlist_import(struct mailindex *ix, const char *key, struct folder *f,
                            struct uidmap *m)
 {
-    size_t len;
-    uint64_t uv, next;
-    if (mailstore_meta_read(ix->ms, ix->address, store_folder(key), UIDLIST_FILE, &m->data,
-                            &len, UIDLIST_MAX) < 0) {
-        if (errno != ENOENT)
-            log_warn("mailindex: %s: cannot read the %s of %s: %s", ix->path, UIDLIST_FILE,
-                     *key ? key : "INBOX", strerror(errno));
+    struct uidlist_at at = uidlist_where(ix, key);
+    uint32_t uv;
+    uint64_t next;
+    if (!uidlist_read(&at, m, &uv, &next))
         return false;
-    }
-    if (!parse_uidlist(m->data, len, m, &uv, &next)) {
-        log_warn("mailindex: %s: ignoring the damaged %s of %s; new UIDVALIDITY", ix->path,
-                 UIDLIST_FILE, *key ? key : "INBOX");
-        uidmap_free(m);
-        return false;
-    }
-    f->uidvalidity = (uint32_t)uv;
+    f->uidvalidity = uv;
     f->uidnext = next;
     f->recent_mark = next;
     f->dirty = true;
-    uv_note((uint32_t)uv);
-    log_info("mailindex: %s: %s: UIDVALIDITY %u and %zu UIDs taken from its %s", ix->path,
-             *key ? key : "INBOX", (unsigned)uv, m->n, UIDLIST_FILE);
+    uv_note(uv);
     return true;
-}
-
-/* The UID a uidlist gave to a base name, or 0. */
-static uint32_t uidmap_find(const struct uidmap *m, const char *name)
-{
-    size_t lo = 0, hi = m->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(m->e[mid].name, name);
-        if (c == 0)
-            return m->e[mid].uid;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return 0;
 }
 
 /* --- Sync --------------------------------------------------------------------------- */
@@ -1475,7 +1245,7 @@ static int sync_once(struct mailindex *ix, const char *key, const struct mailsto
 {
     struct folder f = { .id = 0 };
     struct rows r = { NULL, 0, 0 };
-    struct uidmap map = { NULL, NULL, 0, 0 };
+    struct uidmap map = UIDMAP_INIT;
     bool *isnew = calloc(files->n ? files->n : 1, sizeof *isnew);
     if (!isnew) {
         set_err(err, errlen, "out of memory");
