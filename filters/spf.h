@@ -8,13 +8,13 @@
  *   - records are fetched, selected and checked by us before libspf2 sees
  *     them: only TXT is asked (3.1; libspf2 asks type 99 first), "v=spf1"
  *     alone is a record (4.5), several SPF records are a permerror (4.5),
- *     and a strict parser of the record grammar (4.6.1, 5, 6, 7.1) turns
- *     any syntax error into permerror (libspf2 accepts "a:", "a:foo",
- *     duplicate redirect=/exp=, "/024", and answers neutral or none where
- *     its own parser fails);
+ *     and a strict parser of the record grammar (4.6.1, 5, 6, 7.1;
+ *     spf_record.h) turns any syntax error into permerror (libspf2
+ *     accepts "a:", "a:foo", duplicate redirect=/exp=, "/024", and
+ *     answers neutral or none where its own parser fails);
  *   - "/0" prefix lengths (ip4, ip6, a, mx) are valid (4.6.1 ABNF; 5.3,
  *     5.4, 5.6): libspf2 refuses them, so terms are rewritten into
- *     equivalents it accepts (see spf_record_rewrite);
+ *     equivalents it accepts (see spf_record_rewrite in spf_record.h);
  *   - the limit of 10 DNS-querying terms counts across include and
  *     redirect (4.6.4; libspf2 restarts its count in every include), and
  *     more than 2 void lookups give permerror (4.6.4; libspf2 has none);
@@ -51,7 +51,6 @@
 extern const struct filter_ops spf_filter;
 
 #define SPF_TIME_LIMIT 20.0
-#define SPF_RECORD_MAX 4096       /* longer records are a permerror */
 #define SPF_TERM_LIMIT 10         /* DNS-querying terms, RFC 7208 4.6.4 */
 #define SPF_VOID_LIMIT 2          /* void lookups, RFC 7208 4.6.4 */
 
@@ -110,26 +109,5 @@ void spf_policy(const struct spf_outcome *o, bool skip_dns_errors, struct filter
  * (the filter's start does it; tests call it). Loop thread, before any
  * check. */
 void spf_init(void);
-
-/* The strict record parser (RFC 7208 4.6.1 ABNF with 5, 6 and 7.1):
- * returns 0 when `record` (len bytes, starting with "v=spf1") is valid, or
- * -1 with a short reason in why. Exposed for the tests and the fuzz
- * target. */
-int spf_record_check(const char *record, size_t len, char *why, size_t whylen);
-
-/* The same record rewritten for libspf2 and a client of `family`
- * (AF_INET / AF_INET6), valid records only. "/0" terms, which libspf2
- * refuses, become equivalents:
- *   ip4:x/0  → ip4:0.0.0.0/1 ip4:128.0.0.0/1    (same qualifier)
- *   ip6:x/0  → ip6:::/1 ip6:8000::/1
- *   a/mx whose prefix for the client's family is 0 (they match when the
- *   name has any address of that family, or any MX host has) →
- *   exists:<domain>.<a4|a6|mx4|mx6>.posthorn-cidr0.invalid, which our DNS
- *   layer answers by doing that check;
- *   a/mx with "/0" for the other family only → that part dropped.
- * Returns the length written to out (NUL-terminated), or -1 when it does
- * not fit; SPF_REWRITE_MAX(len) bytes always suffice. */
-#define SPF_REWRITE_MAX(len) ((len) * 25 + 512)
-long spf_record_rewrite(const char *record, size_t len, int family, char *out, size_t outlen);
 
 #endif

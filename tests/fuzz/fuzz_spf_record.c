@@ -13,6 +13,7 @@
 #include <spf2/spf.h>
 
 #include "spf.h"
+#include "spf_record.h"
 
 static SPF_server_t *server;
 

@@ -17,6 +17,7 @@
 #include "server.h"
 #include "settings.h"
 #include "spf.h"
+#include "spf_record.h"
 #include "test.h"
 
 /* ---------------------------------------------------------------------- */
